@@ -1,0 +1,138 @@
+"""Keras model -> self-describing ONNX model, trusted only after it matches Keras on real data."""
+
+import json
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf2onnx  # noqa: E402
+
+from export.train import preprocess  # noqa: E402
+
+OPSET = 17
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("probabilities", "digit")
+PROBABILITY_TOLERANCE = 1e-4
+INPUT_CONTRACT = (
+    "uint8 [batch, 28, 28], grayscale, white ink (255) on black (0), the digit scaled to fit "
+    "20x20 and centred by centre of mass, as MNIST; preprocessing (cast, /255 - 0.5, flatten) is "
+    "inside the graph"
+)
+
+
+class ExportGateError(Exception):
+    """The ONNX model disagrees with the Keras model: nothing may be written."""
+
+
+def to_onnx(model: keras.Model) -> onnx.ModelProto:
+    # from_keras breaks on Keras 3 (KeyError 'keras_tensor_N'); a tf.function over the model works
+    # and lets the tutorial's preprocessing and the argmax travel inside the graph.
+    signature = [tf.TensorSpec([None, 28, 28], tf.uint8, name=INPUT_NAME)]
+
+    @tf.function(input_signature=signature)
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = tf.reshape(tf.cast(images, tf.float32) / 255.0 - 0.5, [-1, 784])
+        probabilities = model(x, training=False)
+        return {
+            "probabilities": tf.identity(probabilities, name="probabilities"),
+            "digit": tf.argmax(probabilities, axis=1, output_type=tf.int64, name="digit"),
+        }
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=OPSET)
+    _canonicalize(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _canonicalize(proto: onnx.ModelProto) -> None:
+    """Rename everything internal by position, so the bytes depend on the weights alone.
+
+    tf2onnx names nodes after TensorFlow's per-process counters (ann_1, ann_2, ...), which would
+    make two identical trainings in one process export different files.
+    """
+    graph = proto.graph
+    keep = {i.name for i in graph.input} | {o.name for o in graph.output}
+    names: dict[str, str] = {}
+    for k, init in enumerate(graph.initializer):
+        names[init.name] = f"const_{k}"
+    for i, node in enumerate(graph.node):
+        node.name = f"{node.op_type.lower()}_{i}"
+        for j, out in enumerate(node.output):
+            if out not in keep:
+                names[out] = f"{node.name}_out{j}" if len(node.output) > 1 else node.name
+    for init in graph.initializer:
+        init.name = names[init.name]
+    for node in graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    del graph.value_info[:]
+    outputs = {o.name: o for o in graph.output}
+    ordered = [outputs[name] for name in OUTPUT_NAMES]
+    del graph.output[:]
+    graph.output.extend(ordered)
+    graph.name = "digits_ann"
+    # The symbolic batch dimension gets one readable name for every runtime's type checker.
+    for value in (*graph.input, *graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+
+
+def describe(proto: onnx.ModelProto, metadata: dict[str, object]) -> None:
+    """Attach what a runtime in another language needs, as string metadata_props."""
+    proto.doc_string = "Handwritten digit classifier (MNIST), a fully connected ANN. " + (
+        "Input: " + INPUT_CONTRACT
+    )
+    proto.model_version = 1
+    del proto.metadata_props[:]
+    entries = {"input_contract": INPUT_CONTRACT, **metadata}
+    for key in sorted(entries):
+        value = entries[key]
+        prop = proto.metadata_props.add()
+        prop.key = key
+        prop.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Parity:
+    images: int
+    digit_mismatches: int
+    max_probability_diff: float
+
+    @property
+    def ok(self) -> bool:
+        return self.digit_mismatches == 0 and self.max_probability_diff <= PROBABILITY_TOLERANCE
+
+    def summary(self) -> str:
+        return (
+            f"{self.images:,} test images: {self.digit_mismatches} digit mismatches, "
+            f"max probability difference {self.max_probability_diff:.2e} "
+            f"(allowed: 0 and {PROBABILITY_TOLERANCE:.0e})"
+        )
+
+
+def onnx_predict(model_bytes: bytes, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    probabilities, digits = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+    return probabilities, digits
+
+
+def parity(model: keras.Model, model_bytes: bytes, images: np.ndarray) -> Parity:
+    reference = model.predict(preprocess(images), batch_size=1024, verbose=0)
+    probabilities, digits = onnx_predict(model_bytes, images)
+    return Parity(
+        images=len(images),
+        digit_mismatches=int((digits != reference.argmax(axis=1)).sum()),
+        max_probability_diff=float(np.abs(probabilities - reference).max()),
+    )
+
+
+def gate(model: keras.Model, model_bytes: bytes, images: np.ndarray) -> Parity:
+    result = parity(model, model_bytes, images)
+    if not result.ok:
+        raise ExportGateError(f"ONNX model disagrees with Keras, nothing written: {result.summary()}")
+    return result

@@ -1,0 +1,64 @@
+"""Training recipes as plain defaults; the command line overrides any field."""
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    hidden: tuple[int, ...]  # widths of the hidden Dense ReLU layers
+    dropout: float  # after each hidden layer; 0 means no Dropout layer at all
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    cosine_decay: bool  # decay the learning rate to 0 over the run, else constant
+    rotate_degrees: float  # augmentation: uniform rotation in [-r, r]
+    shift_pixels: float  # augmentation: uniform shift in [-s, s] on each axis
+    zoom: float  # augmentation: uniform scale in [1 - z, 1 + z]
+    seed: int = 0
+
+    def with_overrides(self, **overrides: Any) -> "Preset":
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @property
+    def augments(self) -> bool:
+        return bool(self.rotate_degrees or self.shift_pixels or self.zoom)
+
+
+PRESETS: dict[str, Preset] = {
+    # The tutorial, exactly: 784-64-64-10, Adam at Keras' default rate, 5 epochs, batch 32.
+    "tutorial": Preset(
+        name="tutorial",
+        hidden=(64, 64),
+        dropout=0.0,
+        epochs=5,
+        batch_size=32,
+        learning_rate=1e-3,
+        cosine_decay=False,
+        rotate_degrees=0.0,
+        shift_pixels=0.0,
+        zoom=0.0,
+    ),
+    # Still a plain ANN, regularised by dropout and trained on randomly moved copies of the 24,345
+    # images available here, which is what lifts it past 98.5% without convolutions. 256 is the
+    # narrowest width that clears 98.5% with margin here (128: 98.4%, 192: 98.6%, 800: 98.9% at
+    # eleven times the inference cost).
+    "best": Preset(
+        name="best",
+        hidden=(256, 256),
+        dropout=0.2,
+        epochs=80,
+        batch_size=128,
+        learning_rate=1e-3,
+        cosine_decay=True,
+        rotate_degrees=12.0,
+        shift_pixels=2.5,
+        zoom=0.1,
+    ),
+}

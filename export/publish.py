@@ -1,0 +1,155 @@
+"""Export a trained Keras model, gate it on parity, and write the artifacts with their model card."""
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import onnx
+import tensorflow as tf
+import tf2onnx
+
+from export import onnx_export
+from export.mnist_data import FULL_TRAIN_COUNT, MnistData
+from export.presets import Preset
+from export.train import History
+from jobs import atomic
+
+LABELS = [str(d) for d in range(10)]
+
+
+@dataclass(frozen=True)
+class Published:
+    onnx_path: Path
+    onnx_sha256: str
+    test_accuracy: float
+    parity: onnx_export.Parity
+
+
+def versions() -> dict[str, str]:
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def per_digit_accuracy(digits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {str(d): float((digits[labels == d] == d).mean()) for d in range(10)}
+
+
+def data_card(data: MnistData) -> dict[str, Any]:
+    return {
+        "description": data.describe(),
+        "train_images": int(len(data.train_images)),
+        "full_train_images": FULL_TRAIN_COUNT,
+        "test_images": int(len(data.test_images)),
+        "source": data.source,
+        "sha256": dict(sorted(data.sha256.items())),
+    }
+
+
+def publish(
+    model: keras.Model,
+    preset: Preset,
+    data: MnistData,
+    out_dir: Path,
+    history: History | None = None,
+    training_seconds: float | None = None,
+) -> Published:
+    """Export, gate and write model.onnx, model.keras, model.json (and history.json).
+
+    Nothing is written unless the ONNX model gives Keras' digit on every test image.
+    """
+    proto = onnx_export.to_onnx(model)
+    check = onnx_export.gate(model, proto.SerializeToString(), data.test_images)
+    _, digits = onnx_export.onnx_predict(proto.SerializeToString(), data.test_images)
+    accuracy = float((digits == data.test_labels).mean())
+    per_digit = per_digit_accuracy(digits, data.test_labels)
+    train_count = f"{len(data.train_images):,} of {FULL_TRAIN_COUNT:,}"
+
+    onnx_export.describe(
+        proto,
+        {
+            "preset": preset.name,
+            "seed": str(preset.seed),
+            "recipe": preset.as_dict(),
+            "input_name": onnx_export.INPUT_NAME,
+            "input_shape": ["batch", 28, 28],
+            "input_dtype": "uint8",
+            "ink": "white-on-black",
+            "outputs": list(onnx_export.OUTPUT_NAMES),
+            "labels": LABELS,
+            "test_accuracy": f"{accuracy:.4f}",
+            "test_accuracy_note": f"official MNIST test set, trained on {train_count} images",
+            "train_images": str(len(data.train_images)),
+            "train_data_sha256": dict(sorted(data.sha256.items())),
+            "versions": versions(),
+        },
+    )
+    onnx.checker.check_model(proto, full_check=True)
+    model_bytes = proto.SerializeToString()
+    sha = hashlib.sha256(model_bytes).hexdigest()
+
+    card = {
+        "name": "classify-batch digits ANN",
+        "model": "model.onnx",
+        "onnx_sha256": sha,
+        "keras_model": "model.keras",
+        "preset": preset.name,
+        "recipe": preset.as_dict(),
+        "architecture": f"784-{'-'.join(map(str, preset.hidden))}-10 ANN, ReLU, softmax"
+        + (f", dropout {preset.dropout}" if preset.dropout else ""),
+        "parameters": int(model.count_params()),
+        "input": {
+            "name": onnx_export.INPUT_NAME,
+            "dtype": "uint8",
+            "shape": ["batch", 28, 28],
+            "contract": onnx_export.INPUT_CONTRACT,
+        },
+        "outputs": {
+            "probabilities": "float32 [batch, 10]",
+            "digit": "int64 [batch]",
+        },
+        "labels": LABELS,
+        "test_accuracy": accuracy,
+        "test_accuracy_per_digit": per_digit,
+        "test_accuracy_note": f"official MNIST test set (10,000), trained on {train_count} images",
+        "data": data_card(data),
+        "parity": {
+            "images": check.images,
+            "digit_mismatches": check.digit_mismatches,
+            "max_probability_diff": check.max_probability_diff,
+            "tolerance": onnx_export.PROBABILITY_TOLERANCE,
+        },
+        "versions": versions(),
+        "training_seconds": None if training_seconds is None else round(training_seconds, 1),
+    }
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if history is not None:
+        atomic.write_text(out_dir / "history.json", json.dumps(history.as_dict(), indent=1) + "\n")
+    _save_keras(model, out_dir / "model.keras")
+    atomic.write_text(out_dir / "model.json", json.dumps(card, indent=2) + "\n")
+    # The ONNX file goes last: the job loads only it, and its card is already in place.
+    atomic.write_bytes(out_dir / "model.onnx", model_bytes)
+    return Published(out_dir / "model.onnx", sha, accuracy, check)
+
+
+def _save_keras(model: keras.Model, target: Path) -> None:
+    # A fresh, uncompiled copy carries the weights without optimizer state (3x smaller).
+    bare = keras.models.clone_model(model)
+    bare.set_weights(model.get_weights())
+    tmp = target.with_name(f".{target.name}.tmp.keras")
+    try:
+        bare.save(tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)

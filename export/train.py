@@ -1,0 +1,124 @@
+"""Train the fully connected ANN, readable top to bottom: data in, Keras model and history out."""
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from export.presets import Preset  # noqa: E402
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """The tutorial's input: pixels scaled to [-0.5, 0.5], flattened to 784."""
+    x = images.astype(np.float32) / np.float32(255.0) - np.float32(0.5)
+    return x.reshape(len(images), 784)
+
+
+def build_model(preset: Preset) -> keras.Model:
+    # Layer names are fixed so two runs in one process give the same graph names, hence the same
+    # ONNX bytes (Keras would otherwise number them dense_1, dense_2... per process).
+    layers: list[keras.layers.Layer] = [keras.Input((784,), name="pixels")]
+    for i, width in enumerate(preset.hidden, start=1):
+        layers.append(keras.layers.Dense(width, activation="relu", name=f"hidden_{i}"))
+        if preset.dropout:
+            layers.append(keras.layers.Dropout(preset.dropout, name=f"dropout_{i}"))
+    layers.append(keras.layers.Dense(10, activation="softmax", name="output"))
+    return keras.Sequential(layers, name="digits_ann")
+
+
+def augment(images: np.ndarray, preset: Preset, rng: np.random.Generator) -> np.ndarray:
+    """Randomly rotated, shifted and zoomed copies, drawn from `rng` so a seed fixes them all."""
+    n = len(images)
+    angle = np.deg2rad(rng.uniform(-preset.rotate_degrees, preset.rotate_degrees, n))
+    scale = rng.uniform(1 - preset.zoom, 1 + preset.zoom, n)
+    tx, ty = rng.uniform(-preset.shift_pixels, preset.shift_pixels, (2, n))
+    # The transform maps output pixels back to input pixels, about the image centre.
+    c = 13.5
+    a0, a1 = np.cos(angle) / scale, -np.sin(angle) / scale
+    b0, b1 = np.sin(angle) / scale, np.cos(angle) / scale
+    a2 = c - a0 * c - a1 * c - tx
+    b2 = c - b0 * c - b1 * c - ty
+    zeros = np.zeros(n)
+    transforms = np.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1).astype(np.float32)
+    moved = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.constant(images[..., None], dtype=tf.float32),
+        transforms=transforms,
+        output_shape=[28, 28],
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+        fill_value=0.0,
+    )
+    return np.clip(np.rint(moved.numpy()[..., 0]), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        keys = self.epochs[0].keys() if self.epochs else []
+        return {k: [e[k] for e in self.epochs] for k in keys}
+
+
+def train(
+    preset: Preset,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    log: Callable[[str], None] = print,
+) -> tuple[keras.Model, History]:
+    keras.utils.set_random_seed(preset.seed)
+    tf.config.experimental.enable_op_determinism()
+    rng = np.random.default_rng(preset.seed)
+
+    model = build_model(preset)
+    steps = preset.epochs * -(-len(train_images) // preset.batch_size)
+    lr = (
+        keras.optimizers.schedules.CosineDecay(preset.learning_rate, steps)
+        if preset.cosine_decay
+        else preset.learning_rate
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    targets = keras.utils.to_categorical(train_labels, 10)
+    x_test = preprocess(test_images)
+
+    history = History()
+    for epoch in range(preset.epochs):
+        started = time.perf_counter()
+        images = augment(train_images, preset, rng) if preset.augments else train_images
+        fit = model.fit(
+            preprocess(images),
+            targets,
+            batch_size=preset.batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=True,
+            verbose=0,
+        )
+        # Test accuracy per epoch is recorded for the curves only; nothing is chosen by it.
+        predicted = model.predict(x_test, batch_size=1024, verbose=0).argmax(axis=1)
+        row = {
+            "epoch": float(epoch + 1),
+            "loss": float(fit.history["loss"][0]),
+            "accuracy": float(fit.history["accuracy"][0]),
+            "test_accuracy": float((predicted == test_labels).mean()),
+            "seconds": time.perf_counter() - started,
+        }
+        history.epochs.append(row)
+        log(
+            f"epoch {epoch + 1:>3}/{preset.epochs}  loss {row['loss']:.4f}  "
+            f"accuracy {row['accuracy']:.4f}  test accuracy {row['test_accuracy']:.4f}  "
+            f"{row['seconds']:.1f}s"
+        )
+    return model, history

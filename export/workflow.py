@@ -1,0 +1,95 @@
+"""What `digits train` and `digits export` do, from data to committed artifacts."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from export.mnist_data import DataError, MnistData, load_mnist
+from export.onnx_export import ExportGateError
+from export.presets import PRESETS, Preset
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _load_data() -> MnistData | None:
+    try:
+        data = load_mnist()
+    except DataError as e:
+        _say(f"digits: {e}")
+        return None
+    _say(data.describe())
+    return data
+
+
+def train_command(
+    preset_name: str,
+    out: Path,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+) -> int:
+    if preset_name not in PRESETS:
+        _say(f"digits train: unknown preset {preset_name!r} (choose from {', '.join(PRESETS)})")
+        return 2
+    preset = PRESETS[preset_name].with_overrides(epochs=epochs, batch_size=batch_size, seed=seed)
+    data = _load_data()
+    if data is None:
+        return 1
+    # Imported here: TensorFlow's start-up is paid only once the data is known to be there.
+    from export.publish import publish
+    from export.train import train
+
+    _say(f"training preset {preset.name}: {preset.as_dict()}")
+    started = time.perf_counter()
+    model, history = train(
+        preset, data.train_images, data.train_labels, data.test_images, data.test_labels, _say
+    )
+    seconds = time.perf_counter() - started
+    try:
+        published = publish(model, preset, data, out, history, training_seconds=seconds)
+    except ExportGateError as e:
+        _say(f"digits train: {e}")
+        return 1
+    _say(
+        f"trained {preset.name} in {seconds:.0f}s: test accuracy {published.test_accuracy:.2%} "
+        f"on the official test set (trained on {len(data.train_images):,} of 60,000 images); "
+        f"ONNX parity: {published.parity.summary()}; wrote {published.onnx_path} "
+        f"(sha256 {published.onnx_sha256[:12]}...)"
+    )
+    return 0
+
+
+def export_command(keras_path: Path, out: Path) -> int:
+    card_path = keras_path.with_name("model.json")
+    try:
+        card = json.loads(card_path.read_text())
+        recipe = card["recipe"]
+        preset = Preset(**{**recipe, "hidden": tuple(recipe["hidden"])})
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        _say(f"digits export: {card_path}: need the model card with the recipe beside the model ({e})")
+        return 1
+    data = _load_data()
+    if data is None:
+        return 1
+    import keras
+
+    from export.publish import publish
+
+    try:
+        model = keras.models.load_model(keras_path, compile=False)
+    except (OSError, ValueError) as e:
+        _say(f"digits export: {keras_path}: cannot load the Keras model ({e})")
+        return 1
+    try:
+        published = publish(
+            model, preset, data, out, training_seconds=card.get("training_seconds")
+        )
+    except ExportGateError as e:
+        _say(f"digits export: {e}")
+        return 1
+    _say(f"exported {published.onnx_path}: {published.parity.summary()}")
+    return 0

@@ -1,0 +1,157 @@
+"""The tutorial's recipe, reproducible training, and the export that is gated on Keras parity."""
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("tensorflow", reason="needs the train extra: pip install '.[train]'")
+
+from export import onnx_export  # noqa: E402
+from export.mnist_data import MnistData, load_mnist  # noqa: E402
+from export.presets import PRESETS  # noqa: E402
+from export.publish import publish  # noqa: E402
+from export.train import build_model, preprocess, train  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(mnist_dir) -> MnistData:
+    return load_mnist()
+
+
+@pytest.fixture(scope="module")
+def small(data: MnistData) -> MnistData:
+    """2,000 training images: enough to train a real model in seconds."""
+    return MnistData(
+        data.train_images[:2000],
+        data.train_labels[:2000],
+        data.test_images,
+        data.test_labels,
+        data.source,
+        data.sha256,
+    )
+
+
+def _short(preset_name: str, **overrides):
+    return PRESETS[preset_name].with_overrides(**{"epochs": 1, **overrides})
+
+
+def test_tutorial_preset_is_the_tutorial_recipe():
+    p = PRESETS["tutorial"]
+    assert (p.hidden, p.dropout, p.epochs, p.batch_size) == ((64, 64), 0.0, 5, 32)
+    assert (p.learning_rate, p.cosine_decay, p.augments) == (1e-3, False, False)
+
+
+def test_tutorial_model_is_784_64_64_10_relu_softmax(small):
+    model, _ = train(
+        _short("tutorial"), small.train_images[:256], small.train_labels[:256],
+        small.test_images[:100], small.test_labels[:100], log=lambda _: None,
+    )
+    dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
+    assert [layer.units for layer in dense] == [64, 64, 10]
+    assert [layer.activation.__name__ for layer in dense] == ["relu", "relu", "softmax"]
+    assert model.input_shape == (None, 784)
+    assert model.optimizer.__class__.__name__ == "Adam"
+    assert model.loss == "categorical_crossentropy"
+
+
+def test_preprocess_scales_pixels_to_minus_half_plus_half():
+    x = preprocess(np.array([[[0] * 28] * 27 + [[255] * 28]], dtype=np.uint8))
+    assert x.shape == (1, 784)
+    assert x.min() == -0.5 and x.max() == 0.5
+
+
+def test_best_preset_is_a_fully_connected_ann():
+    model = build_model(PRESETS["best"])
+    kinds = {layer.__class__.__name__ for layer in model.layers}
+    assert kinds <= {"Dense", "Dropout"}
+
+
+def test_same_seed_gives_same_weights_and_same_onnx_bytes(small, tmp_path):
+    preset = _short("best", hidden=(64, 64))
+    runs = []
+    for name in ("a", "b"):
+        model, _ = train(
+            preset, small.train_images, small.train_labels, small.test_images[:500],
+            small.test_labels[:500], log=lambda _: None,
+        )
+        publish(model, preset, small, tmp_path / name)
+        runs.append((model.get_weights(), (tmp_path / name / "model.onnx").read_bytes()))
+    (wa, oa), (wb, ob) = runs
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
+    assert hashlib.sha256(oa).hexdigest() == hashlib.sha256(ob).hexdigest()
+
+
+def test_different_seed_gives_different_weights(small):
+    weights = []
+    for seed in (0, 1):
+        model, _ = train(
+            _short("tutorial", seed=seed), small.train_images[:512], small.train_labels[:512],
+            small.test_images[:10], small.test_labels[:10], log=lambda _: None,
+        )
+        weights.append(model.get_weights()[0])
+    assert not np.array_equal(*weights)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(small):
+    model, _ = train(
+        _short("tutorial"), small.train_images, small.train_labels, small.test_images[:10],
+        small.test_labels[:10], log=lambda _: None,
+    )
+    return model
+
+
+def test_exported_graph_takes_raw_pixels_and_names_its_outputs(tiny_model):
+    proto = onnx_export.to_onnx(tiny_model)
+    onnx.checker.check_model(proto, full_check=True)
+    (image,) = proto.graph.input
+    assert image.name == "images"
+    assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = image.type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [28, 28]
+    outputs = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
+    assert outputs == {"probabilities": onnx.TensorProto.FLOAT, "digit": onnx.TensorProto.INT64}
+
+
+def test_gate_passes_an_honest_export(tiny_model, small):
+    result = onnx_export.gate(tiny_model, onnx_export.to_onnx(tiny_model).SerializeToString(),
+                              small.test_images)
+    assert result.images == 10_000 and result.digit_mismatches == 0
+
+
+def _tampered(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Nudge the largest weight matrix: a graph that still runs, but is not the Keras model."""
+    weights = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    values = onnx.numpy_helper.to_array(weights).copy()
+    values *= 1.5
+    weights.CopyFrom(onnx.numpy_helper.from_array(values, weights.name))
+    return proto
+
+
+def test_gate_refuses_a_tampered_graph(tiny_model, small):
+    tampered = _tampered(onnx_export.to_onnx(tiny_model)).SerializeToString()
+    with pytest.raises(onnx_export.ExportGateError, match="digit mismatches"):
+        onnx_export.gate(tiny_model, tampered, small.test_images)
+
+
+def test_failed_gate_writes_nothing(tiny_model, small, tmp_path, monkeypatch):
+    honest = onnx_export.to_onnx
+    monkeypatch.setattr(onnx_export, "to_onnx", lambda model: _tampered(honest(model)))
+    out = tmp_path / "out"
+    with pytest.raises(onnx_export.ExportGateError):
+        publish(tiny_model, _short("tutorial"), small, out)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_metadata_tells_another_runtime_the_contract(tiny_model, small, tmp_path):
+    publish(tiny_model, _short("tutorial"), small, tmp_path)
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "model.onnx").metadata_props}
+    for key in ("preset", "seed", "input_contract", "labels", "test_accuracy",
+                "train_data_sha256", "versions", "ink"):
+        assert key in meta, key
+    assert meta["ink"] == "white-on-black"
+    assert "white ink" in meta["input_contract"] and "28" in meta["input_contract"]
