@@ -77,6 +77,8 @@ def _canonicalize(proto: onnx.ModelProto) -> None:
     del graph.output[:]
     graph.output.extend(ordered)
     graph.name = "digits_ann"
+    # tf2onnx writes the traced function's name here, numbered per process.
+    graph.doc_string = "tf2onnx export of the Keras model, preprocessing and argmax included"
     # The symbolic batch dimension gets one readable name for every runtime's type checker.
     for value in (*graph.input, *graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"

@@ -16,7 +16,7 @@ import tf2onnx
 from export import onnx_export
 from export.mnist_data import FULL_TRAIN_COUNT, MnistData
 from export.presets import Preset
-from export.train import History
+from export.train import History, build_model
 from jobs import atomic
 
 LABELS = [str(d) for d in range(10)]
@@ -136,16 +136,17 @@ def publish(
     out_dir.mkdir(parents=True, exist_ok=True)
     if history is not None:
         atomic.write_text(out_dir / "history.json", json.dumps(history.as_dict(), indent=1) + "\n")
-    _save_keras(model, out_dir / "model.keras")
+    _save_keras(model, preset, out_dir / "model.keras")
     atomic.write_text(out_dir / "model.json", json.dumps(card, indent=2) + "\n")
     # The ONNX file goes last: the job loads only it, and its card is already in place.
     atomic.write_bytes(out_dir / "model.onnx", model_bytes)
     return Published(out_dir / "model.onnx", sha, accuracy, check)
 
 
-def _save_keras(model: keras.Model, target: Path) -> None:
-    # A fresh, uncompiled copy carries the weights without optimizer state (3x smaller).
-    bare = keras.models.clone_model(model)
+def _save_keras(model: keras.Model, preset: Preset, target: Path) -> None:
+    # A fresh, never-compiled twin carries the weights without Adam's state (3x smaller);
+    # clone_model would copy the compiled optimizer along.
+    bare = build_model(preset)
     bare.set_weights(model.get_weights())
     tmp = target.with_name(f".{target.name}.tmp.keras")
     try:
