@@ -76,7 +76,9 @@ def evaluate_command(model_path: Path | None, report: Path | None) -> int:
     print("digit  images  accuracy  card")
     for d, acc in result.per_digit().items():
         c = per_card.get(str(d))
-        print(f"{d:>5}  {int((labels == d).sum()):>6}  {acc:>8.4f}  {'' if c is None else f'{c:.4f}'}")
+        print(
+            f"{d:>5}  {int((labels == d).sum()):>6}  {acc:>8.4f}  {'' if c is None else f'{c:.4f}'}"
+        )
     if report is not None:
         from export.report import write_report
 

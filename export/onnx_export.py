@@ -136,5 +136,7 @@ def parity(model: keras.Model, model_bytes: bytes, images: np.ndarray) -> Parity
 def gate(model: keras.Model, model_bytes: bytes, images: np.ndarray) -> Parity:
     result = parity(model, model_bytes, images)
     if not result.ok:
-        raise ExportGateError(f"ONNX model disagrees with Keras, nothing written: {result.summary()}")
+        raise ExportGateError(
+            f"ONNX model disagrees with Keras, nothing written: {result.summary()}"
+        )
     return result

@@ -1,4 +1,4 @@
-"""Export a trained Keras model, gate it on parity, and write the artifacts with their model card."""
+"""Export a trained Keras model, gate it on parity, write the artifacts and their model card."""
 
 import hashlib
 import json

@@ -70,7 +70,7 @@ def export_command(keras_path: Path, out: Path) -> int:
         recipe = card["recipe"]
         preset = Preset(**{**recipe, "hidden": tuple(recipe["hidden"])})
     except (OSError, KeyError, TypeError, ValueError) as e:
-        _say(f"digits export: {card_path}: need the model card with the recipe beside the model ({e})")
+        _say(f"digits export: {card_path}: need the model card (with its recipe) beside it ({e})")
         return 1
     data = _load_data()
     if data is None:
@@ -85,9 +85,7 @@ def export_command(keras_path: Path, out: Path) -> int:
         _say(f"digits export: {keras_path}: cannot load the Keras model ({e})")
         return 1
     try:
-        published = publish(
-            model, preset, data, out, training_seconds=card.get("training_seconds")
-        )
+        published = publish(model, preset, data, out, training_seconds=card.get("training_seconds"))
     except ExportGateError as e:
         _say(f"digits export: {e}")
         return 1

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real MNIST files (through MNIST_DATA_DIR) and small models trained on them."""
+"""Shared fixtures: the real MNIST files, read through MNIST_DATA_DIR, and the committed model."""
 
 import gzip
 import os
@@ -33,7 +33,9 @@ def mnist_dir() -> Path:
 @pytest.fixture(scope="session")
 def test_set(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The official 10,000 test images and labels, read straight from the IDX files."""
-    return _idx(mnist_dir / "t10k-images-idx3-ubyte.gz"), _idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    return _idx(mnist_dir / "t10k-images-idx3-ubyte.gz"), _idx(
+        mnist_dir / "t10k-labels-idx1-ubyte.gz"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -47,8 +47,12 @@ def test_tutorial_preset_is_the_tutorial_recipe():
 
 def test_tutorial_model_is_784_64_64_10_relu_softmax(small):
     model, _ = train(
-        _short("tutorial"), small.train_images[:256], small.train_labels[:256],
-        small.test_images[:100], small.test_labels[:100], log=lambda _: None,
+        _short("tutorial"),
+        small.train_images[:256],
+        small.train_labels[:256],
+        small.test_images[:100],
+        small.test_labels[:100],
+        log=lambda _: None,
     )
     dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
     assert [layer.units for layer in dense] == [64, 64, 10]
@@ -75,8 +79,12 @@ def test_same_seed_gives_same_weights_and_same_onnx_bytes(small, tmp_path):
     runs = []
     for name in ("a", "b"):
         model, _ = train(
-            preset, small.train_images, small.train_labels, small.test_images[:500],
-            small.test_labels[:500], log=lambda _: None,
+            preset,
+            small.train_images,
+            small.train_labels,
+            small.test_images[:500],
+            small.test_labels[:500],
+            log=lambda _: None,
         )
         publish(model, preset, small, tmp_path / name)
         runs.append((model.get_weights(), (tmp_path / name / "model.onnx").read_bytes()))
@@ -89,8 +97,12 @@ def test_different_seed_gives_different_weights(small):
     weights = []
     for seed in (0, 1):
         model, _ = train(
-            _short("tutorial", seed=seed), small.train_images[:512], small.train_labels[:512],
-            small.test_images[:10], small.test_labels[:10], log=lambda _: None,
+            _short("tutorial", seed=seed),
+            small.train_images[:512],
+            small.train_labels[:512],
+            small.test_images[:10],
+            small.test_labels[:10],
+            log=lambda _: None,
         )
         weights.append(model.get_weights()[0])
     assert not np.array_equal(*weights)
@@ -99,8 +111,12 @@ def test_different_seed_gives_different_weights(small):
 @pytest.fixture(scope="module")
 def tiny_model(small):
     model, _ = train(
-        _short("tutorial"), small.train_images, small.train_labels, small.test_images[:10],
-        small.test_labels[:10], log=lambda _: None,
+        _short("tutorial"),
+        small.train_images,
+        small.train_labels,
+        small.test_images[:10],
+        small.test_labels[:10],
+        log=lambda _: None,
     )
     return model
 
@@ -118,8 +134,9 @@ def test_exported_graph_takes_raw_pixels_and_names_its_outputs(tiny_model):
 
 
 def test_gate_passes_an_honest_export(tiny_model, small):
-    result = onnx_export.gate(tiny_model, onnx_export.to_onnx(tiny_model).SerializeToString(),
-                              small.test_images)
+    result = onnx_export.gate(
+        tiny_model, onnx_export.to_onnx(tiny_model).SerializeToString(), small.test_images
+    )
     assert result.images == 10_000 and result.digit_mismatches == 0
 
 
@@ -150,8 +167,16 @@ def test_failed_gate_writes_nothing(tiny_model, small, tmp_path, monkeypatch):
 def test_metadata_tells_another_runtime_the_contract(tiny_model, small, tmp_path):
     publish(tiny_model, _short("tutorial"), small, tmp_path)
     meta = {p.key: p.value for p in onnx.load(tmp_path / "model.onnx").metadata_props}
-    for key in ("preset", "seed", "input_contract", "labels", "test_accuracy",
-                "train_data_sha256", "versions", "ink"):
+    for key in (
+        "preset",
+        "seed",
+        "input_contract",
+        "labels",
+        "test_accuracy",
+        "train_data_sha256",
+        "versions",
+        "ink",
+    ):
         assert key in meta, key
     assert meta["ink"] == "white-on-black"
     assert "white ink" in meta["input_contract"] and "28" in meta["input_contract"]

@@ -1,0 +1,126 @@
+"""Find the inputs: walk folders in a stable order and tell images, .npy and IDX files apart."""
+
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from jobs.arrays import GZIP_MAGIC, IDX_IMAGES_MAGIC, NPY_MAGIC
+from jobs.images import IMAGE_SUFFIXES
+
+Kind = Literal["image", "npy", "idx"]
+IDX_NAME = re.compile(r"(-idx3-ubyte|\.idx3?)(\.gz)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path  # what to open
+    shown: str  # the path as the user gave it (relative inputs stay relative), for the CSV
+    kind: Kind
+    rel: str  # path below the input it was found in ("" for a file named directly)
+
+
+@dataclass
+class Found:
+    sources: list[Source] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (shown, reason)
+
+
+def kind_by_name(name: str) -> Kind | None:
+    lower = name.lower()
+    if lower.endswith(".npy"):
+        return "npy"
+    if IDX_NAME.search(lower):
+        return "idx"
+    if os.path.splitext(lower)[1] in IMAGE_SUFFIXES:
+        return "image"
+    return None
+
+
+def kind_by_content(path: Path) -> Kind:
+    """For a file named on the command line with no telling suffix: look at its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return "image"  # the decoder reports the reason
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(IDX_IMAGES_MAGIC) or head.startswith(GZIP_MAGIC):
+        return "idx"
+    return "image"
+
+
+def find_inputs(inputs: Sequence[str]) -> Found:
+    found = Found()
+    for given in inputs:
+        path = Path(given)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            reason = "broken symbolic link" if path.is_symlink() else "no such file or directory"
+            found.errors.append((given, reason))
+            continue
+        except OSError as e:
+            found.errors.append((given, f"cannot access: {e.strerror or e}"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            _walk(given, found)
+        elif stat.S_ISREG(st.st_mode):
+            kind = kind_by_name(path.name) or kind_by_content(path)
+            found.sources.append(Source(path, given, kind, ""))
+        else:
+            found.errors.append((given, "not a regular file (device, socket or pipe)"))
+    return found
+
+
+def _walk(root: str, found: Found) -> None:
+    """Every file below root, sorted by path components; folder symlinks followed once each."""
+    files: list[tuple[tuple[str, ...], Path, Kind | None]] = []
+    for parts, path, kind in _entries(Path(root), (), set(), found, root):
+        files.append((parts, path, kind))
+    files.sort(key=lambda f: f[0])
+    for parts, path, kind in files:
+        shown = os.path.join(root, *parts)
+        if kind is None:
+            found.skipped.append(shown)
+        else:
+            found.sources.append(Source(path, shown, kind, str(PurePosixPath(*parts))))
+
+
+def _entries(
+    folder: Path,
+    parts: tuple[str, ...],
+    seen: set[tuple[int, int]],
+    found: Found,
+    root: str,
+) -> Iterator[tuple[tuple[str, ...], Path, Kind | None]]:
+    try:
+        st = folder.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            return  # a symlink loop, or a second way into a folder already walked
+        seen.add((st.st_dev, st.st_ino))
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError as e:
+        found.errors.append((os.path.join(root, *parts), f"cannot list folder: {e.strerror or e}"))
+        return
+    for entry in entries:
+        sub = (*parts, entry.name)
+        try:
+            st = entry.stat(follow_symlinks=True)
+        except OSError:
+            found.errors.append((os.path.join(root, *sub), "broken symbolic link"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield from _entries(Path(entry.path), sub, seen, found, root)
+        elif stat.S_ISREG(st.st_mode):
+            hidden = entry.name.startswith(".")
+            yield sub, Path(entry.path), None if hidden else kind_by_name(entry.name)
+        else:
+            # Sockets, pipes and devices are skipped unopened: reading a FIFO would hang the job.
+            yield sub, Path(entry.path), None

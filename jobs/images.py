@@ -1,0 +1,208 @@
+"""Decode one user-supplied image file, safely, to a grayscale uint8 array.
+
+Users drop anything into the input folder: scans, phone photos, MNIST PNGs, broken or hostile
+files. Every way a file can be unusable ends as an InputError with a short reason; the caller
+adds the path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import warnings
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from jobs.errors import InputError
+
+# Only the decoders a digit image plausibly needs; a file with a misleading suffix must not
+# reach an exotic plugin (EPS, FITS, PSD, ...). JPEG covers MPO, which phones write.
+PILLOW_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".bmp",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".pgm",
+        ".ppm",
+        ".pbm",
+        ".pnm",
+    }
+)
+
+# Well under Pillow's own bomb threshold (~89 MP), and far more than a digit needs; 50 MP of
+# RGBA is 200 MB while decoding, which a batch worker can afford.
+MAX_PIXELS = 50_000_000
+# A side this long is a strip or a crafted header, never a photo of a digit.
+MAX_SIDE = 20_000
+# An uncompressed 50 MP RGBA TIFF is 200 MB; anything bigger is not worth reading.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+_MEGA = 1_000_000
+_PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray:
+    """Return the first frame of the image at `path` as a uint8 (H, W) grayscale array.
+
+    EXIF orientation is applied and transparency is composited onto white, so dark ink on a
+    transparent background reads as dark ink on paper.
+
+    `draft_side` lets JPEGs decode at a reduced DCT scale (1/2, 1/4 or 1/8) as long as the long
+    side stays >= draft_side; that is several times faster for phone photos. Other formats are
+    always decoded at full size.
+    """
+    with _open_regular_file(path) as fh:
+        return _decode(fh, draft_side)
+
+
+def _open_regular_file(path: Path | str) -> IO[bytes]:
+    # O_NONBLOCK so a FIFO dropped in the folder cannot hang the job in open(); it has no
+    # effect on regular files.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise InputError("file not found") from None
+    except PermissionError:
+        raise InputError("permission denied") from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not an image file") from None
+    except OSError as exc:
+        raise InputError(f"cannot open the file ({exc.strerror or 'I/O error'})") from None
+    try:
+        _check_file_stat(os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_file_stat(st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError("is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError("not a regular file")
+    if st.st_size == 0:
+        raise InputError("empty file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise InputError(
+            f"file too large: {st.st_size / _MEGA:.0f} MB (limit {MAX_FILE_BYTES // _MEGA} MB)"
+        )
+
+
+def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:
+    try:
+        # Scoped so the process-wide filters are restored afterwards. Our own MAX_PIXELS check
+        # is lower than Pillow's warning threshold, so even if concurrent threads interleave
+        # catch_warnings() the limit still holds; only a stray warning could be printed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fh, formats=PILLOW_FORMATS) as im:
+                _check_dimensions(im.size)
+                if draft_side is not None and im.format in ("JPEG", "MPO"):
+                    _draft_jpeg(im, draft_side)
+                im.load()
+                return _to_gray(_apply_orientation(im))
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(_pillow_bomb_message(exc)) from None
+    except UnidentifiedImageError:
+        raise InputError("not an image Pillow can read") from None
+    except MemoryError:
+        raise InputError("image too large to decode in the memory available") from None
+    except EOFError:
+        raise InputError("truncated image data") from None
+    except Exception as exc:
+        # A hostile file can make a decoder raise almost anything (OSError, ValueError,
+        # SyntaxError, struct.error, IndexError, ...); each is one bad input, not a crashed job.
+        raise InputError(_decode_failure_message(exc)) from None
+
+
+def _check_dimensions(size: tuple[int, int]) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise InputError(f"image has no pixels: {width}x{height}")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise InputError(
+            f"image too large: {width}x{height} pixels (limit {MAX_SIDE} pixels per side)"
+        )
+    if width * height > MAX_PIXELS:
+        raise InputError(
+            f"image too large: {width}x{height} pixels (limit {MAX_PIXELS // _MEGA} megapixels)"
+        )
+
+
+def _pillow_bomb_message(exc: Exception) -> str:
+    # Pillow refuses in Image.open before we see the size; its message has the pixel count.
+    limit = f"limit {MAX_PIXELS // _MEGA} megapixels"
+    match = _PILLOW_BOMB_PIXELS.search(str(exc))
+    if match is None:
+        return f"image too large ({limit})"
+    return f"image too large: {int(match.group(1)) / _MEGA:.0f} megapixels ({limit})"
+
+
+def _decode_failure_message(exc: Exception) -> str:
+    # Pillow's own messages can carry the file name or a wall of detail; keep ours fixed.
+    text = str(exc).lower()
+    if "truncated" in text or "premature end" in text:
+        return "truncated image data"
+    return "corrupt or unsupported image data"
+
+
+def _draft_jpeg(im: Image.Image, draft_side: int) -> None:
+    width, height = im.size
+    scale = min(1.0, draft_side / max(width, height))
+    # Mode "L" makes libjpeg hand over the luma channel directly, skipping colour conversion.
+    im.draft("L", (max(1, int(width * scale)), max(1, int(height * scale))))
+
+
+def _apply_orientation(im: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:
+        # The pixels decoded fine; a mangled EXIF block only costs us the orientation.
+        return im
+
+
+def _to_gray(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _high_depth_to_gray(np.asarray(im))
+    if im.mode == "L":
+        return np.array(im, dtype=np.uint8)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        return _composite_on_white(np.asarray(im.convert("LA"), dtype=np.uint16))
+    if im.mode not in ("1", "P", "RGB", "CMYK", "YCbCr"):
+        im = im.convert("RGB")  # LAB, HSV, ... have no direct route to L
+    return np.array(im.convert("L"), dtype=np.uint8)
+
+
+def _composite_on_white(la: np.ndarray) -> np.ndarray:
+    lum, alpha = la[..., 0], la[..., 1]
+    # lum*a + white*(1-a), rounded, in integers to stay fast on big images.
+    out = (lum * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _high_depth_to_gray(arr: np.ndarray) -> np.ndarray:
+    # Pillow's I;16 -> L conversion clips instead of scaling, which turns 16-bit scans white.
+    values = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    top = float(values.max()) if values.size else 0.0
+    if arr.dtype.kind == "f" and top <= 1.0:
+        values = values * 255.0
+    elif top > 255.0:
+        values = values * (255.0 / (65535.0 if top <= 65535.0 else top))
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)

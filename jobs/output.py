@@ -1,0 +1,128 @@
+"""The run's files: the digits CSV, its errors and review lists, the run record; all atomic."""
+
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs import atomic
+from jobs.atomic import AtomicFile
+
+HEADER = ["source", "index", "digit", "confidence"]
+PROBABILITY_COLUMNS = [f"p{d}" for d in range(10)]
+ERROR_HEADER = ["source", "index", "error"]
+
+
+class OutputError(Exception):
+    """The output cannot be written; str(error) is one line for the user."""
+
+
+def side_file(out: Path, suffix: str) -> Path:
+    """OUT.csv -> OUT.errors.csv, OUT.review.csv, OUT.json."""
+    stem = out.name[:-4] if out.name.lower().endswith(".csv") else out.name
+    return out.with_name(stem + suffix)
+
+
+def check_writable(out: Path) -> None:
+    """Refuse an output that cannot be written before any work is done."""
+    folder = out.parent
+    if not folder.is_dir():
+        raise OutputError(f"{out}: output folder {folder} does not exist")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a folder, need a file name for the CSV")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise OutputError(f"{out}: cannot write to {folder}: {e.strerror or e}") from None
+
+
+class _AtomicCsv(AtomicFile):
+    """A CSV growing in a temporary file beside its target, renamed over it only on commit."""
+
+    def __init__(self, target: Path, header: list[str]) -> None:
+        super().__init__(target, "w")
+        self.writer = csv.writer(self.file, lineterminator="\n")
+        self.writer.writerow(header)
+
+
+class Outputs:
+    """All the files of one run; nothing appears under its final name before commit()."""
+
+    def __init__(self, out: str, probabilities: bool, review: bool) -> None:
+        self.to_stdout = out == "-"
+        self.out = Path(out)
+        self.probabilities = probabilities
+        header = HEADER + (PROBABILITY_COLUMNS if probabilities else [])
+        self._files: list[_AtomicCsv] = []
+        self.review: _AtomicCsv | None = None
+        self.errors: _AtomicCsv | None = None
+        if self.to_stdout:
+            self.writer = csv.writer(sys.stdout, lineterminator="\n")
+            self.writer.writerow(header)
+        else:
+            self.main = self._open(self.out, header)
+            self.writer = self.main.writer
+            self.errors = self._open(side_file(self.out, ".errors.csv"), ERROR_HEADER)
+            if review:
+                self.review = self._open(side_file(self.out, ".review.csv"), header)
+        self.error_count = 0
+        self.review_count = 0
+
+    def _open(self, target: Path, header: list[str]) -> _AtomicCsv:
+        f = _AtomicCsv(target, header)
+        self._files.append(f)
+        return f
+
+    def write_rows(
+        self,
+        sources: list[str],
+        indices: list[str],
+        digits: np.ndarray,
+        probabilities: np.ndarray,
+        min_confidence: float | None,
+    ) -> None:
+        confidence = probabilities.max(axis=1)
+        columns: list[Any] = [sources, indices, digits.tolist(), _fmt(confidence)]
+        if self.probabilities:
+            columns += [_fmt(probabilities[:, d]) for d in range(10)]
+        rows = list(zip(*columns, strict=True))
+        self.writer.writerows(rows)
+        if min_confidence is not None:
+            low = np.flatnonzero(confidence < min_confidence)
+            self.review_count += len(low)
+            if self.review is not None:
+                self.review.writer.writerows(rows[i] for i in low)
+
+    def write_error(self, source: str, index: int | None, reason: str) -> None:
+        self.error_count += 1
+        row = [source, "" if index is None else index, reason]
+        if self.errors is not None:
+            self.errors.writer.writerow(row)
+        else:
+            # With the CSV on stdout there is no folder for side files: errors go to stderr.
+            print(
+                f"error: {source}{'' if index is None else f'[{index}]'}: {reason}", file=sys.stderr
+            )
+
+    def commit(self, record: dict[str, Any]) -> None:
+        if self.to_stdout:
+            sys.stdout.flush()
+            return
+        for f in self._files:
+            f.commit()
+        # The run record goes last: finding it tells a downstream step the run finished.
+        atomic.write_text(side_file(self.out, ".json"), json.dumps(record, indent=2) + "\n")
+
+    def discard(self) -> None:
+        for f in self._files:
+            f.discard()
+
+
+def _fmt(values: np.ndarray) -> list[str]:
+    # Six decimals: enough to compare runtimes, and far faster than repr of every float.
+    return np.char.mod("%.6f", values.astype(np.float64)).tolist()

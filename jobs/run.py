@@ -1,0 +1,203 @@
+"""One run of the job: check the output, find inputs, classify them in order, commit the files."""
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TextIO
+
+from jobs import model as model_loader
+from jobs import pipeline
+from jobs.discover import find_inputs
+from jobs.output import OutputError, Outputs, check_writable, side_file
+from jobs.pipeline import Shard
+from jobs.progress import Progress
+
+EXIT_OK = 0
+EXIT_NOTHING_DONE = 1
+EXIT_USAGE = 2
+EXIT_SOME_FAILED = 3
+MAX_BATCH = 4096
+
+
+@dataclass
+class Options:
+    inputs: list[str]
+    out: str
+    model: Path | None = None
+    preprocess: str = "auto"
+    probabilities: bool = False
+    min_confidence: float | None = None
+    max_errors: int | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    quiet: bool = False
+    shard: Shard | None = None
+
+
+@dataclass
+class Counts:
+    classified: int = 0
+    failed: int = 0
+    skipped: int = 0
+    for_review: int = 0
+
+
+class TooManyErrors(Exception):
+    pass
+
+
+def package_version() -> str:
+    try:
+        return version("classify-batch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def run(opts: Options, err: TextIO = sys.stderr) -> int:
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+
+    def fail(message: str) -> int:
+        print(f"classify-batch: {message}", file=err)
+        return EXIT_NOTHING_DONE
+
+    if opts.out != "-":
+        try:
+            check_writable(Path(opts.out))
+        except OutputError as e:
+            return fail(str(e))
+
+    found = find_inputs(opts.inputs)
+    images = [s for s in found.sources if s.kind == "image"]
+    if not found.sources and not found.errors:
+        return fail(f"no inputs found in {', '.join(opts.inputs)} ({len(found.skipped)} skipped)")
+
+    pool = pipeline.start_pool(opts.workers, len(images))
+    try:
+        try:
+            classifier = model_loader.load(opts.model or model_loader.default_model_path())
+        except model_loader.ModelError as e:
+            return fail(str(e))
+        outputs = Outputs(opts.out, opts.probabilities, review=opts.min_confidence is not None)
+        counts = Counts(skipped=len(found.skipped))
+        progress = Progress(len(found.sources), enabled=not opts.quiet)
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            for shown, reason in found.errors:
+                _record_error(outputs, counts, opts, shown, None, reason)
+            stream = pipeline.stream(found.sources, opts.preprocess, pool, opts.shard, opts.workers)
+            for piece in stream:
+                for source, index, reason in piece.errors:
+                    _record_error(outputs, counts, opts, source, index, reason)
+                for lo in range(0, len(piece.images), MAX_BATCH):
+                    hi = lo + MAX_BATCH
+                    probabilities, digits = classifier(piece.images[lo:hi])
+                    outputs.write_rows(
+                        piece.sources[lo:hi],
+                        piece.indices[lo:hi],
+                        digits,
+                        probabilities,
+                        opts.min_confidence,
+                    )
+                counts.classified += len(piece.images)
+                progress.update(piece.files, len(piece.images))
+            counts.for_review = outputs.review_count
+            progress.close()
+            code = EXIT_SOME_FAILED if counts.failed else EXIT_OK
+            if counts.classified == 0 and counts.failed == 0:
+                outputs.discard()
+                return fail(f"no inputs found in {', '.join(opts.inputs)}")
+            outputs.commit(_record(opts, classifier, counts, started, clock, code))
+        except TooManyErrors:
+            progress.close()
+            outputs.discard()
+            return fail(
+                f"stopped: more than {opts.max_errors} inputs failed (--max-errors); "
+                f"nothing written, the failures are listed above"
+            )
+        except BaseException:
+            progress.close()
+            outputs.discard()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    seconds = time.monotonic() - clock
+    if counts.failed:
+        where = "stderr" if opts.out == "-" else side_file(Path(opts.out), ".errors.csv")
+        print(f"classify-batch: {counts.failed:,} inputs failed: see {where}", file=err)
+    if not opts.quiet:
+        review = f", for review {counts.for_review:,}" if opts.min_confidence is not None else ""
+        print(
+            f"classify-batch: classified {counts.classified:,}, failed {counts.failed:,}, "
+            f"skipped {counts.skipped:,}{review} in {seconds:.2f}s"
+            + ("" if opts.out == "-" else f" -> {opts.out}"),
+            file=err,
+        )
+    return code
+
+
+def _record_error(
+    outputs: Outputs, counts: Counts, opts: Options, source: str, index: int | None, reason: str
+) -> None:
+    counts.failed += 1
+    if opts.max_errors is not None and counts.failed > opts.max_errors:
+        # Nothing is committed after an abort, so the failures are shown where they can be seen.
+        print(f"error: {source}{'' if index is None else f'[{index}]'}: {reason}", file=sys.stderr)
+        raise TooManyErrors
+    outputs.write_error(source, index, reason)
+    if opts.max_errors is not None and outputs.errors is not None:
+        print(f"error: {source}{'' if index is None else f'[{index}]'}: {reason}", file=sys.stderr)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM (a scheduler's deadline) unwinds like Ctrl-C, so temporary files are removed.
+    raise SystemExit(128 + signum)
+
+
+def _record(
+    opts: Options,
+    classifier: model_loader.Classifier,
+    counts: Counts,
+    started: datetime,
+    clock: float,
+    code: int,
+) -> dict[str, Any]:
+    meta = classifier.metadata
+    return {
+        "status": "complete",
+        "exit_code": code,
+        "classify_batch_version": package_version(),
+        "model": {
+            "path": str(classifier.path),
+            "sha256": classifier.sha256,
+            "version": classifier.version,
+            "preset": meta.get("preset"),
+            "test_accuracy": meta.get("test_accuracy"),
+        },
+        "inputs": list(opts.inputs),
+        "output": opts.out,
+        "options": {
+            "preprocess": opts.preprocess,
+            "probabilities": opts.probabilities,
+            "min_confidence": opts.min_confidence,
+            "max_errors": opts.max_errors,
+            "shard": None if opts.shard is None else f"{opts.shard.index}/{opts.shard.count}",
+        },
+        "counts": {
+            "classified": counts.classified,
+            "failed": counts.failed,
+            "skipped": counts.skipped,
+            "for_review": counts.for_review,
+        },
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - clock, 3),
+    }
