@@ -201,6 +201,30 @@ def evaluate(
     raise typer.Exit(evaluation.evaluate_command(model, report))
 
 
+@app.command()
+def merge(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="PART.csv... OUT.csv",
+            help="The part CSVs of a run split with --shard I/N, then the CSV to write.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Join the parts of a sharded classify-batch run into the files one run would write.
+
+    Every part must be there and complete (its run record present, its row counts matching),
+    with the same header, inputs and model; otherwise nothing is written and the exit code is 1.
+    """
+    if len(paths) < 2:
+        _usage("need at least one PART.csv and the OUT.csv to write")
+    from jobs.merge import merge as merge_parts
+
+    *parts, out = paths
+    raise typer.Exit(merge_parts(parts, out))
+
+
 def main() -> None:
     app(prog_name="digits")
 

@@ -11,7 +11,9 @@ from typing import Literal
 from jobs.arrays import GZIP_MAGIC, IDX_IMAGES_MAGIC, NPY_MAGIC
 from jobs.images import IMAGE_SUFFIXES
 
-Kind = Literal["image", "npy", "idx"]
+# "error": a path that could not even be looked at; it keeps its place in the order, so a
+# sharded run reports it exactly once and a merge puts it where a single run would.
+Kind = Literal["image", "npy", "idx", "error"]
 IDX_NAME = re.compile(r"(-idx3-ubyte|\.idx3?)(\.gz)?$", re.IGNORECASE)
 
 
@@ -21,13 +23,13 @@ class Source:
     shown: str  # the path as the user gave it (relative inputs stay relative), for the CSV
     kind: Kind
     rel: str  # path below the input it was found in ("" for a file named directly)
+    reason: str = ""  # why, for kind "error"
 
 
 @dataclass
 class Found:
     sources: list[Source] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (shown, reason)
 
 
 def kind_by_name(name: str) -> Kind | None:
@@ -63,10 +65,10 @@ def find_inputs(inputs: Sequence[str]) -> Found:
             st = path.stat()
         except FileNotFoundError:
             reason = "broken symbolic link" if path.is_symlink() else "no such file or directory"
-            found.errors.append((given, reason))
+            found.sources.append(_error(path, given, "", reason))
             continue
         except OSError as e:
-            found.errors.append((given, f"cannot access: {e.strerror or e}"))
+            found.sources.append(_error(path, given, "", f"cannot access: {e.strerror or e}"))
             continue
         if stat.S_ISDIR(st.st_mode):
             _walk(given, found)
@@ -74,31 +76,31 @@ def find_inputs(inputs: Sequence[str]) -> Found:
             kind = kind_by_name(path.name) or kind_by_content(path)
             found.sources.append(Source(path, given, kind, ""))
         else:
-            found.errors.append((given, "not a regular file (device, socket or pipe)"))
+            reason = "not a regular file (device, socket or pipe)"
+            found.sources.append(_error(path, given, "", reason))
     return found
+
+
+def _error(path: Path, shown: str, rel: str, reason: str) -> Source:
+    return Source(path, shown, "error", rel, reason)
 
 
 def _walk(root: str, found: Found) -> None:
     """Every file below root, sorted by path components; folder symlinks followed once each."""
-    files: list[tuple[tuple[str, ...], Path, Kind | None]] = []
-    for parts, path, kind in _entries(Path(root), (), set(), found, root):
-        files.append((parts, path, kind))
-    files.sort(key=lambda f: f[0])
-    for parts, path, kind in files:
+    entries = sorted(_entries(Path(root), (), set()), key=lambda e: e[0])
+    for parts, path, kind, reason in entries:
         shown = os.path.join(root, *parts)
         if kind is None:
             found.skipped.append(shown)
         else:
-            found.sources.append(Source(path, shown, kind, str(PurePosixPath(*parts))))
+            rel = str(PurePosixPath(*parts)) if parts else ""
+            found.sources.append(Source(path, shown, kind, rel, reason))
 
 
-def _entries(
-    folder: Path,
-    parts: tuple[str, ...],
-    seen: set[tuple[int, int]],
-    found: Found,
-    root: str,
-) -> Iterator[tuple[tuple[str, ...], Path, Kind | None]]:
+Entry = tuple[tuple[str, ...], Path, Kind | None, str]  # parts below root, path, kind, reason
+
+
+def _entries(folder: Path, parts: tuple[str, ...], seen: set[tuple[int, int]]) -> Iterator[Entry]:
     try:
         st = folder.stat()
         if (st.st_dev, st.st_ino) in seen:
@@ -107,20 +109,20 @@ def _entries(
         with os.scandir(folder) as it:
             entries = list(it)
     except OSError as e:
-        found.errors.append((os.path.join(root, *parts), f"cannot list folder: {e.strerror or e}"))
+        yield parts, folder, "error", f"cannot list folder: {e.strerror or e}"
         return
     for entry in entries:
         sub = (*parts, entry.name)
         try:
             st = entry.stat(follow_symlinks=True)
         except OSError:
-            found.errors.append((os.path.join(root, *sub), "broken symbolic link"))
+            yield sub, Path(entry.path), "error", "broken symbolic link"
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _entries(Path(entry.path), sub, seen, found, root)
+            yield from _entries(Path(entry.path), sub, seen)
         elif stat.S_ISREG(st.st_mode):
             hidden = entry.name.startswith(".")
-            yield sub, Path(entry.path), None if hidden else kind_by_name(entry.name)
+            yield sub, Path(entry.path), None if hidden else kind_by_name(entry.name), ""
         else:
             # Sockets, pipes and devices are skipped unopened: reading a FIFO would hang the job.
-            yield sub, Path(entry.path), None
+            yield sub, Path(entry.path), None, ""

@@ -81,19 +81,30 @@ def _pieces(
     """Image files grouped into pool tasks, arrays as lazy chunk readers, in source order."""
     batch: list[tuple] = []
     for source in sources:
+        if shard is not None and source.kind in ("image", "error") and not shard.owns_file(source):
+            continue
         if source.kind == "image":
-            if shard is None or shard.owns_file(source):
-                batch.append((source.path, source.shown))
-                if len(batch) == FILES_PER_TASK:
-                    yield batch, preprocess
-                    batch = []
+            batch.append((source.path, source.shown))
+            if len(batch) == FILES_PER_TASK:
+                yield batch, preprocess
+                batch = []
             continue
         if batch:
             yield batch, preprocess
             batch = []
-        yield _array_piece(source, preprocess, shard)
+        if source.kind == "error":
+            yield _error_piece(source)
+        else:
+            yield _array_piece(source, preprocess, shard)
     if batch:
         yield batch, preprocess
+
+
+def _error_piece(source: Source) -> Piece:
+    def read() -> Iterator[Decoded]:
+        yield Decoded(errors=[(source.shown, None, source.reason)], files=1)
+
+    return read
 
 
 def _array_piece(source: Source, preprocess: str, shard: Shard | None) -> Piece:

@@ -58,6 +58,15 @@ def package_version() -> str:
 
 
 def run(opts: Options, err: TextIO = sys.stderr) -> int:
+    # SIGTERM (a scheduler's deadline) unwinds like Ctrl-C, so temporary files are removed.
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(opts, err)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(opts: Options, err: TextIO) -> int:
     started = datetime.now(UTC)
     clock = time.monotonic()
 
@@ -73,7 +82,7 @@ def run(opts: Options, err: TextIO = sys.stderr) -> int:
 
     found = find_inputs(opts.inputs)
     images = [s for s in found.sources if s.kind == "image"]
-    if not found.sources and not found.errors:
+    if not found.sources:
         return fail(f"no inputs found in {', '.join(opts.inputs)} ({len(found.skipped)} skipped)")
 
     pool = pipeline.start_pool(opts.workers, len(images))
@@ -85,10 +94,7 @@ def run(opts: Options, err: TextIO = sys.stderr) -> int:
         outputs = Outputs(opts.out, opts.probabilities, review=opts.min_confidence is not None)
         counts = Counts(skipped=len(found.skipped))
         progress = Progress(len(found.sources), enabled=not opts.quiet)
-        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
-            for shown, reason in found.errors:
-                _record_error(outputs, counts, opts, shown, None, reason)
             stream = pipeline.stream(found.sources, opts.preprocess, pool, opts.shard, opts.workers)
             for piece in stream:
                 for source, index, reason in piece.errors:
@@ -123,8 +129,6 @@ def run(opts: Options, err: TextIO = sys.stderr) -> int:
             progress.close()
             outputs.discard()
             raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -158,7 +162,6 @@ def _record_error(
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    # SIGTERM (a scheduler's deadline) unwinds like Ctrl-C, so temporary files are removed.
     raise SystemExit(128 + signum)
 
 
