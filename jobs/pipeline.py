@@ -176,7 +176,7 @@ def _ordered(
     finally:
         for extra in pools[1:]:
             if extra is not None:
-                extra.shutdown(wait=False, cancel_futures=True)
+                extra.shutdown(wait=True, cancel_futures=True)
 
 
 def _fresh_pool(workers: int) -> ProcessPoolExecutor:
@@ -190,7 +190,7 @@ def _isolate(files: list[tuple], preprocess: str) -> Iterator[Decoded]:
         try:
             yield pool.submit(decode_files, [(path, shown)], preprocess).result()
         except BrokenProcessPool:
-            pool.shutdown(wait=False)
+            pool.shutdown(wait=True)
             pool = _fresh_pool(1)
             yield Decoded(errors=[(shown, None, "the image decoder crashed on this file")], files=1)
-    pool.shutdown(wait=False)
+    pool.shutdown(wait=True)

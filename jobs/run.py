@@ -131,7 +131,9 @@ def _run(opts: Options, err: TextIO) -> int:
             raise
     finally:
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Waiting (for at most the tasks already running) avoids CPython 3.11's exit-time
+            # "Bad file descriptor" traceback from a pool shut down without waiting.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     seconds = time.monotonic() - clock
     if counts.failed:

@@ -215,6 +215,7 @@ def test_streaming_with_a_pool_gives_the_same_rows_as_one_process(tmp_path, test
     one = run(tmp_path / "in", tmp_path / "one.csv", "--workers", "1", "-q")
     two = run(tmp_path / "in", tmp_path / "two.csv", "--workers", "2", "-q")
     assert one.returncode == two.returncode == 0, one.stderr + two.stderr
+    assert two.stderr == ""  # the pool's shutdown, too, stays silent
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
 
 
