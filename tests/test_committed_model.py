@@ -1,0 +1,51 @@
+"""The committed model is what its card says, and its ONNX file is its Keras model (design card)."""
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from jobs import model as model_loader
+
+
+@pytest.fixture(scope="module")
+def card(committed_model):
+    return json.loads(committed_model.with_name("model.json").read_text())
+
+
+def test_card_names_the_committed_onnx_file(committed_model, card):
+    assert card["onnx_sha256"] == hashlib.sha256(committed_model.read_bytes()).hexdigest()
+
+
+def test_onnx_and_keras_predictions_match_on_all_10000_test_images(committed_model, test_set):
+    keras = pytest.importorskip("keras", reason="needs the train extra: pip install '.[train]'")
+    from export.onnx_export import PROBABILITY_TOLERANCE
+    from export.train import preprocess
+
+    images = test_set[0]
+    assert len(images) == 10_000
+    reference = keras.models.load_model(committed_model.with_name("model.keras"), compile=False)
+    expected = reference.predict(preprocess(images), batch_size=1024, verbose=0)
+    probabilities, digits = model_loader.load(committed_model)(images)
+    assert np.array_equal(digits, expected.argmax(axis=1))
+    assert np.abs(probabilities - expected).max() <= PROBABILITY_TOLERANCE
+
+
+def test_committed_model_reaches_the_cards_accuracy(committed_model, card, test_set):
+    images, labels = test_set
+    _, digits = model_loader.load(committed_model)(images)
+    accuracy = float((digits == labels).mean())
+    assert accuracy == pytest.approx(card["test_accuracy"], abs=1e-9)
+    assert accuracy >= 0.985  # the best preset's promise, on 24,345 training images
+
+
+def test_metadata_carries_the_input_contract(committed_model):
+    meta = {p.key: p.value for p in onnx.load(committed_model).metadata_props}
+    assert meta["input_name"] == "images" and meta["input_dtype"] == "uint8"
+    assert json.loads(meta["input_shape"]) == ["batch", 28, 28]
+    assert json.loads(meta["labels"]) == [str(d) for d in range(10)]
+    assert meta["preset"] == "best"
+    assert set(json.loads(meta["versions"])) >= {"tensorflow", "tf2onnx", "onnx"}
+    assert len(json.loads(meta["train_data_sha256"])) == 4
