@@ -19,8 +19,13 @@ class AtomicFile:
         self.target = target
         fd, self.tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         text = "b" not in mode
+        # surrogateescape: a file name that is not valid UTF-8 is written back as its own bytes.
         self.file: IO = os.fdopen(
-            fd, mode, encoding="utf-8" if text else None, newline="" if text else None
+            fd,
+            mode,
+            encoding="utf-8" if text else None,
+            errors="surrogateescape" if text else None,
+            newline="" if text else None,
         )
 
     def commit(self) -> None:

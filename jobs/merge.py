@@ -69,7 +69,7 @@ def _count_rows(path: Path) -> tuple[list[str], int]:
         raise MergeError(f"{path}: cannot read: {e.strerror or e}") from None
     if not data.endswith(b"\n"):
         raise MergeError(f"{path}: truncated (does not end with a complete line)")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.reader(f)
         header = next(reader, [])
         return header, sum(1 for _ in reader)
@@ -117,7 +117,7 @@ def order_key(inputs: Sequence[str]) -> Callable[[list[str]], tuple[int, tuple[s
 
 
 def _rows(path: Path) -> Iterator[list[str]]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.reader(f)
         next(reader)
         yield from reader

@@ -1,6 +1,7 @@
 """The run's files: the digits CSV, its errors and review lists, the run record; all atomic."""
 
 import csv
+import io
 import json
 import sys
 import tempfile
@@ -62,6 +63,8 @@ class Outputs:
         self.review: _AtomicCsv | None = None
         self.errors: _AtomicCsv | None = None
         if self.to_stdout:
+            if isinstance(sys.stdout, io.TextIOWrapper):
+                sys.stdout.reconfigure(errors="surrogateescape")  # as AtomicFile does
             self.writer = csv.writer(sys.stdout, lineterminator="\n")
             self.writer.writerow(header)
         else:

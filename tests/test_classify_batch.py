@@ -439,3 +439,18 @@ def test_preprocess_none_refuses_images_that_are_not_28x28(tmp_path, test_set):
     result = run(tmp_path / "scan.png", tmp_path / "out.csv", "--preprocess", "none")
     assert result.returncode == 3
     assert "not 28x28" in rows(tmp_path / "out.errors.csv")[0]["error"]
+
+
+def test_awkward_file_names_survive_into_the_csv(tmp_path, images, expected):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(images[0]).save(folder / 'a, "quoted" ünïcode.png')
+    Image.fromarray(images[1]).save(os.fsdecode(bytes(folder) + b"/b-not-utf8-\xff.png"))
+    result = run(folder, tmp_path / "out.csv", "-q")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "out.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        got = {r["source"]: int(r["digit"]) for r in csv.DictReader(f)}
+    assert got == {
+        str(folder / 'a, "quoted" ünïcode.png'): expected[0],
+        os.fsdecode(bytes(folder) + b"/b-not-utf8-\xff.png"): expected[1],
+    }
