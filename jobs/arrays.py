@@ -101,7 +101,8 @@ class NpyFile(ArrayFile):
         self.dtype = dtype
         if shape == (28, 28):
             self.count = 1
-        elif len(shape) == 3 and shape[1:] == (28, 28) or len(shape) == 2 and shape[1] == PIXELS:
+        elif shape[1:] in ((28, 28), (PIXELS,), (28, 28, 1), (1, 28, 28)):
+            # Keras users' (N, 28, 28, 1) and (N, 1, 28, 28) hold the same bytes as (N, 28, 28).
             self.count = int(shape[0])
         else:
             raise InputError(f"shape {shape} not accepted: need (N, 28, 28), (28, 28) or (N, 784)")

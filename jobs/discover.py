@@ -32,8 +32,13 @@ class Found:
     skipped: list[str] = field(default_factory=list)
 
 
+NPZ_REASON = "a .npz archive is not read: save each array with numpy.save as a .npy file"
+
+
 def kind_by_name(name: str) -> Kind | None:
     lower = name.lower()
+    if lower.endswith(".npz"):
+        return "error"  # plainly meant as input, so it is reported, not skipped
     if lower.endswith(".npy"):
         return "npy"
     if IDX_NAME.search(lower):
@@ -74,11 +79,15 @@ def find_inputs(inputs: Sequence[str]) -> Found:
             _walk(given, found)
         elif stat.S_ISREG(st.st_mode):
             kind = kind_by_name(path.name) or kind_by_content(path)
-            found.sources.append(Source(path, given, kind, ""))
+            found.sources.append(Source(path, given, kind, "", _reason(path.name, kind)))
         else:
             reason = "not a regular file (device, socket or pipe)"
             found.sources.append(_error(path, given, "", reason))
     return found
+
+
+def _reason(name: str, kind: Kind) -> str:
+    return NPZ_REASON if kind == "error" else ""
 
 
 def _error(path: Path, shown: str, rel: str, reason: str) -> Source:
@@ -121,8 +130,8 @@ def _entries(folder: Path, parts: tuple[str, ...], seen: set[tuple[int, int]]) -
         if stat.S_ISDIR(st.st_mode):
             yield from _entries(Path(entry.path), sub, seen)
         elif stat.S_ISREG(st.st_mode):
-            hidden = entry.name.startswith(".")
-            yield sub, Path(entry.path), None if hidden else kind_by_name(entry.name), ""
+            kind = None if entry.name.startswith(".") else kind_by_name(entry.name)
+            yield sub, Path(entry.path), kind, _reason(entry.name, kind) if kind else ""
         else:
             # Sockets, pipes and devices are skipped unopened: reading a FIFO would hang the job.
             yield sub, Path(entry.path), None, ""

@@ -106,6 +106,8 @@ def test_relative_inputs_stay_relative_in_the_csv(tmp_path, images):
         ("float 0..255", lambda x: x.astype(np.float64)),
         ("int64", lambda x: x.astype(np.int64)),
         ("fortran order", lambda x: np.asfortranarray(x.reshape(len(x), 784))),
+        ("keras channels last", lambda x: x[..., None]),
+        ("big-endian float", lambda x: (x / 255).astype(">f8")),
     ],
 )
 def test_npy_in_every_accepted_form(tmp_path, images, expected, name, make):
@@ -248,6 +250,7 @@ def make_zoo(folder: Path, images: np.ndarray) -> dict[str, str]:
     raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
     (folder / "bomb.png").write_bytes(bytes(raw))
     (folder / "notes.txt").write_text("skipped, not an error")
+    np.savez(folder / "archive.npz", x=images[:2])
     os.symlink(folder / "missing.png", folder / "dangling.png")
     os.symlink(folder, folder / "loop")
     os.mkfifo(folder / "pipe.png")
@@ -263,6 +266,7 @@ def make_zoo(folder: Path, images: np.ndarray) -> dict[str, str]:
         "cut-idx3-ubyte": "truncated",
         "bomb.png": "too large",
         "dangling.png": "broken symbolic link",
+        "archive.npz": "numpy.save",
     }
 
 
