@@ -80,8 +80,16 @@ def evaluate_command(model_path: Path | None, report: Path | None) -> int:
             f"{d:>5}  {int((labels == d).sum()):>6}  {acc:>8.4f}  {'' if c is None else f'{c:.4f}'}"
         )
     if report is not None:
-        from export.report import write_report
-
-        index = write_report(result, card, report)
+        try:
+            from export.report import history_beside, write_report
+        except ModuleNotFoundError as e:
+            message = f"--report needs {e.name}: pip install 'classify-batch[train]'"
+            print(f"digits evaluate: {message}", file=sys.stderr)
+            return 1
+        try:
+            index = write_report(result, card, report, history_beside(path))
+        except OSError as e:
+            print(f"digits evaluate: cannot write the report to {report}: {e}", file=sys.stderr)
+            return 1
         print(f"report: {index}")
     return 1 if mismatch else 0

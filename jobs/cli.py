@@ -202,6 +202,37 @@ def evaluate(
 
 
 @app.command()
+def show(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT...",
+            help="Folders, image files, .npy or IDX files, as classify-batch reads them.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Picture to write (.png, .jpg or .webp).")] = Path(
+        "show.png"
+    ),
+    model: Annotated[
+        Path | None,
+        typer.Option(help="ONNX model to use [default: $CLASSIFY_MODEL, else the committed one]"),
+    ] = None,
+    preprocess: Annotated[
+        str, typer.Option(help="auto, mnist or none, as for classify-batch.")
+    ] = "auto",
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many inputs.")] = 100,
+) -> None:
+    """Draw a grid: each input as given, the 28x28 image the model saw, its digit and confidence.
+
+    Inputs that fail get a cell with the reason; the picture is written atomically.
+    """
+    from jobs.show import show_command
+
+    raise typer.Exit(show_command(inputs, out, model, preprocess, limit))
+
+
+@app.command()
 def merge(
     paths: Annotated[
         list[Path],

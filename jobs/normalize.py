@@ -73,7 +73,9 @@ def to_mnist(gray: np.ndarray, mode: str = "auto") -> np.ndarray:
     if mode == "none":
         if image.shape != (MNIST_SIDE, MNIST_SIDE):
             height, width = image.shape
-            raise InputError(f"is {height}x{width}, not 28x28 (use --preprocess auto or mnist)")
+            raise InputError(
+                f"is {width}x{height} pixels, not 28x28 (use --preprocess auto or mnist)"
+            )
         return image
     if mode == "auto" and looks_like_mnist(image):
         return image

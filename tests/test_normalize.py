@@ -111,9 +111,9 @@ def test_inverted_28x28_is_inverted_and_centred_in_auto() -> None:
 
 def test_none_refuses_anything_but_28x28() -> None:
     with pytest.raises(InputError) as info:
-        to_mnist(np.zeros((100, 100), dtype=np.uint8), "none")
+        to_mnist(np.zeros((100, 60), dtype=np.uint8), "none")  # 100 rows of 60 pixels
 
-    assert str(info.value) == "is 100x100, not 28x28 (use --preprocess auto or mnist)"
+    assert str(info.value) == "is 60x100 pixels, not 28x28 (use --preprocess auto or mnist)"
 
 
 def test_none_returns_28x28_as_is_even_dark_on_light() -> None:

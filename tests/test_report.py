@@ -1,0 +1,117 @@
+"""`digits evaluate --report`: the printed figures, and the page and PNGs as a reader opens them."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+DIGITS = str(Path(sys.executable).parent / "digits")
+FIGURES = (
+    "first-test-images.png",
+    "confusion-matrix.png",
+    "confident-mistakes.png",
+    "training-curves.png",
+)
+MIN_SIDE = 600
+# A page of nothing but background has a deviation near 0; the real figures are above 25.
+MIN_PIXEL_STD = 10.0
+
+
+def digits(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DIGITS, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
+
+
+def assert_readable_picture(path: Path) -> None:
+    with Image.open(path) as im:
+        im.load()
+        width, height = im.size
+        gray = np.asarray(im.convert("L"), dtype=np.float64)
+    assert width >= MIN_SIDE and height >= MIN_SIDE, f"{path.name} is {width}x{height}"
+    assert gray.min() < gray.max(), f"{path.name} is all one colour"
+    assert gray.std() > MIN_PIXEL_STD, f"{path.name} looks blank (std {gray.std():.1f})"
+
+
+@pytest.fixture(scope="module")
+def card(committed_model: Path) -> dict:
+    return json.loads(committed_model.with_name("model.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def report(test_set, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    folder = tmp_path_factory.mktemp("report") / "out"
+    return digits("evaluate", "--report", folder), folder
+
+
+def test_evaluate_prints_the_accuracy_overall_per_digit_and_the_cards(report, card):
+    result, _ = report
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    expected = card["test_accuracy"]
+    assert re.search(rf"accuracy: {expected:.4f}\s+card: {expected:.4f}", result.stdout)
+    assert card["test_accuracy_note"] in result.stdout
+    assert "(matches)" in result.stdout
+    for digit, accuracy in card["test_accuracy_per_digit"].items():
+        assert re.search(
+            rf"^\s+{digit}\s+\d+\s+{accuracy:.4f}\s+{accuracy:.4f}$", result.stdout, re.M
+        )
+
+
+def test_report_page_shows_every_figure_and_the_training_data_note(report, card):
+    result, folder = report
+    assert f"report: {folder / 'index.html'}" in result.stdout
+    page = (folder / "index.html").read_text()
+    for name in FIGURES:
+        assert f'src="{name}"' in page
+    assert "24,345 of 60,000" in page
+    assert card["architecture"] in page
+    assert f"{card['test_accuracy']:.2%}" in page
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_each_figure_is_a_readable_picture(report, name):
+    _, folder = report
+    assert_readable_picture(folder / name)
+
+
+def test_no_temporary_files_are_left_behind(report):
+    _, folder = report
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*FIGURES, "index.html"])
+
+
+def test_a_card_that_disagrees_is_flagged_and_the_report_says_so(
+    test_set, committed_model, card, tmp_path
+):
+    shutil.copy(committed_model, tmp_path / "model.onnx")
+    edited = {**card, "test_accuracy": round(card["test_accuracy"] - 0.01, 4)}
+    (tmp_path / "model.json").write_text(json.dumps(edited))
+    result = digits("evaluate", "--model", tmp_path / "model.onnx", "--report", tmp_path / "out")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "MISMATCH" in result.stdout
+    assert "Traceback" not in result.stderr
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "MISMATCH" in page
+    # No history.json beside this copy: the committed model's curves would describe another run.
+    assert not (tmp_path / "out" / "training-curves.png").exists()
+    assert "No training curves" in page
+
+
+def test_an_unwritable_report_folder_is_an_error_not_a_traceback(test_set, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = digits("evaluate", "--report", blocker)
+    assert result.returncode == 1
+    assert "cannot write the report" in result.stderr
+    assert "Traceback" not in result.stderr
