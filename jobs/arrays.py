@@ -141,13 +141,16 @@ class NpyFile(ArrayFile):
         try:
             for lo in range(start, stop, size):
                 hi = min(lo + size, stop)
-                yield np.array(rows[lo:hi])
+                chunk = np.array(rows[lo:hi])
                 if not self.fortran:
+                    # Dropped before the caller works on the copy: the file's pages and the
+                    # copy are never resident together for long.
                     _drop_pages(
                         mm,
                         self.offset + lo * PIXELS * self.dtype.itemsize,
                         (hi - lo) * PIXELS * self.dtype.itemsize,
                     )
+                yield chunk
         finally:
             del rows
             mm.close()

@@ -11,7 +11,7 @@ import numpy as np
 
 from jobs.errors import InputError
 from jobs.images import read_image
-from jobs.normalize import WORK_SIDE, normalize_rows, to_mnist
+from jobs.normalize import PREPROCESS_MODES, WORK_SIDE, normalize_rows, to_mnist
 
 
 @dataclass
@@ -32,22 +32,63 @@ def decode_image(path: Path, preprocess: str) -> np.ndarray:
 
 def decode_files(files: list[tuple[Path, str]], preprocess: str) -> Decoded:
     out = Decoded(files=len(files))
-    images = []
-    for path, shown in files:
+    read: list[tuple[int, str, np.ndarray]] = []  # (position in files, shown, grayscale)
+    failed: list[tuple[int, str, str]] = []  # (position in files, shown, reason)
+    for position, (path, shown) in enumerate(files):
         try:
-            images.append(decode_image(path, preprocess))
-        except InputError as e:
-            out.errors.append((shown, None, str(e)))
-        except MemoryError:
-            out.errors.append((shown, None, "image too large to decode in memory"))
-        except Exception as e:  # a decoder bug must cost one file, not the run
-            out.errors.append((shown, None, f"cannot decode image ({type(e).__name__})"))
-        else:
-            out.sources.append(shown)
-            out.indices.append("")
-    if images:
-        out.images = np.stack(images)
+            read.append((position, shown, read_image(path, draft_side=WORK_SIDE)))
+        except Exception as e:
+            failed.append((position, shown, _reason(e)))
+    images: dict[int, np.ndarray] = {}
+    done = _normalize_small(read, preprocess, images, failed)
+    for position, shown, gray in read:
+        if position in done:
+            continue
+        try:
+            images[position] = to_mnist(gray, preprocess)
+        except Exception as e:
+            failed.append((position, shown, _reason(e)))
+    failed.sort()
+    out.errors = [(shown, None, reason) for _, shown, reason in failed]
+    kept = [(position, shown) for position, shown, _ in read if position in images]
+    out.sources = [shown for _, shown in kept]
+    out.indices = [""] * len(kept)
+    if kept:
+        out.images = np.stack([images[position] for position, _ in kept])
     return out
+
+
+def _normalize_small(
+    read: list[tuple[int, str, np.ndarray]],
+    preprocess: str,
+    images: dict[int, np.ndarray],
+    failed: list[tuple[int, str, str]],
+) -> set[int]:
+    """Images already 28x28 (MNIST PNGs) are checked in one numpy pass, as array rows are.
+
+    Returns the positions it dealt with; the others go through to_mnist one by one.
+    """
+    small = [(position, shown, gray) for position, shown, gray in read if gray.shape == (28, 28)]
+    if not small or preprocess not in PREPROCESS_MODES:
+        return set()
+    try:
+        normalized, bad = normalize_rows(np.stack([gray for _, _, gray in small]), preprocess)
+    except Exception:
+        return set()  # a normalizer bug: one by one, it costs only the files it hits
+    rejected = {row for row, _ in bad}
+    failed += [(small[row][0], small[row][1], reason) for row, reason in bad]
+    kept = [position for row, (position, _, _) in enumerate(small) if row not in rejected]
+    images.update(zip(kept, normalized, strict=True))
+    return {position for position, _, _ in small}
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, InputError):
+        return str(e)
+    if isinstance(e, MemoryError):
+        return "image too large to decode in memory"
+    # A decoder bug must cost one file, not the run.
+    return f"cannot decode image ({type(e).__name__})"
 
 
 def decode_rows(shown: str, indices: np.ndarray, images: np.ndarray, preprocess: str) -> Decoded:

@@ -4,21 +4,28 @@ Memory stays flat whatever the input: at most `ahead` pieces are in flight, each
 of files or rows, and arrays are read chunk by chunk.
 """
 
+from __future__ import annotations
+
 import hashlib
-import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jobs.arrays import ArrayFile, IdxFile, NpyFile
 from jobs.decode import Decoded, decode_files, decode_rows
 from jobs.discover import Source
 from jobs.errors import InputError
 
+if TYPE_CHECKING:
+    # Imported where a pool is started: a run without one (a few files, arrays) never pays
+    # for multiprocessing's imports, a noticeable part of a single image's start-up.
+    from concurrent.futures import Future, ProcessPoolExecutor
+
 FILES_PER_TASK = 128
-ROWS_PER_CHUNK = 8192
+# Small enough that a chunk and its copies stay a few MB (flat memory from 1k rows up), large
+# enough that numpy, not Python, does the work; onnxruntime takes it in two batches.
+ROWS_PER_CHUNK = 2048
 POOL_MIN_FILES = 2 * FILES_PER_TASK  # below this a pool costs more than it saves
 
 
@@ -28,7 +35,7 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         try:
             i, n = (int(p) for p in text.split("/"))
         except ValueError:
@@ -58,6 +65,9 @@ def start_pool(workers: int, image_files: int) -> ProcessPoolExecutor | None:
     """
     if workers <= 1 or image_files < POOL_MIN_FILES:
         return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     for f in [pool.submit(int) for _ in range(workers)]:
         f.result()  # one no-op each, so every worker is forked now, not later
@@ -148,6 +158,8 @@ def _ordered(
     def drain_one() -> Iterator[Decoded]:
         future, piece = window.popleft()
         if future is not None:
+            from concurrent.futures.process import BrokenProcessPool
+
             try:
                 yield future.result()
                 return
@@ -180,11 +192,16 @@ def _ordered(
 
 
 def _fresh_pool(workers: int) -> ProcessPoolExecutor:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     # onnxruntime's threads are running by now, so no more forks: start from a clean server.
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
 def _isolate(files: list[tuple], preprocess: str) -> Iterator[Decoded]:
+    from concurrent.futures.process import BrokenProcessPool
+
     pool = _fresh_pool(1)
     for path, shown in files:
         try:

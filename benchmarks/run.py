@@ -1,0 +1,455 @@
+"""classify-batch against the scripts a user would write instead: time, memory and the same digits.
+
+Builds the inputs from the MNIST test set (a folder of PNGs, one PNG, .npy files made by tiling
+the 10,000 test images), runs every tool as a subprocess, several times, interleaved, and prints
+a table, PASS/FAIL for each goal of issue 5, and whether the digits agree with the plain script:
+
+    MNIST_DATA_DIR=... python benchmarks/run.py [--quick] [--sizes 1000,10000] [--repeat 3]
+
+Writes benchmarks/results.json and docs/benchmark.png. Wall times are medians; memory is the
+largest seen over the repeats. Run nothing else heavy meanwhile: with two cores, anything else
+running shows up in the ratios.
+"""
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CLASSIFY = Path(sys.executable).parent / "classify-batch"
+IO = ["{input}", "{out}"]
+MIB = 1024 * 1024
+# GNU time reports the command's own peak RSS from wait4. Measuring it from here would not do:
+# Linux carries a process's peak over exec, so every child would start at this script's size.
+GNU_TIME = "/usr/bin/time"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+FULL_SIZES = [1_000, 10_000, 100_000, 1_000_000]
+QUICK_SIZES = [1_000, 10_000, 100_000]
+
+# The issue's goals, as ratios measured side by side on this machine.
+PNG_VS_PLAIN = 0.6
+PNG_VS_KERAS = 0.15
+NPY_VS_PLAIN = 1.2
+NPY_MAX_MIB = 400
+SINGLE_VS_PLAIN = 1.5
+FLAT_GROWTH = 1.10
+
+
+@dataclass
+class Run:
+    wall: float
+    main_mib: float  # the tool's own process: its peak from the kernel (wait4), exact
+    tree_mib: float  # the process and its children, summed and sampled every 10 ms
+    code: int
+
+
+@dataclass
+class Row:
+    case: str
+    tool: str
+    images: int
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(r.wall for r in self.runs)
+
+    @property
+    def main_mib(self) -> float:
+        return max(r.main_mib for r in self.runs)
+
+    @property
+    def tree_mib(self) -> float:
+        return max(r.tree_mib for r in self.runs)
+
+
+def tools(with_keras: bool) -> dict[str, list[str]]:
+    found = {
+        "classify-batch": [str(CLASSIFY), *IO, "--quiet"],
+        "plain onnxruntime": [sys.executable, str(HERE / "plain_onnxruntime.py"), *IO],
+    }
+    if with_keras:
+        found["plain keras"] = [sys.executable, str(HERE / "plain_keras.py"), *IO]
+    return found
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def test_images() -> np.ndarray:
+    folder = Path(os.environ["MNIST_DATA_DIR"])
+    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
+        return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+
+
+def build_inputs(work: Path, png_count: int, sizes: list[int]) -> dict[str, tuple[Path, int]]:
+    """Case name -> (input path, images); files already there from an earlier --work are kept."""
+    images = test_images()
+    cases: dict[str, tuple[Path, int]] = {}
+    folder = work / f"png-{png_count}"
+    if not folder.is_dir() or len(os.listdir(folder)) != png_count:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for i in range(png_count):
+            Image.fromarray(images[i % len(images)]).save(folder / f"{i:07d}.png")
+    cases[f"png-{png_count}"] = (folder, png_count)
+    single = work / "single.png"
+    if not single.exists():
+        Image.fromarray(images[0]).save(single)
+    cases["single"] = (single, 1)
+    for n in sizes:
+        path = work / f"mnist-{n}.npy"
+        if not path.exists():
+            tiled = np.lib.format.open_memmap(path, "w+", np.uint8, (n, 28, 28))
+            for lo in range(0, n, len(images)):
+                tiled[lo : lo + len(images)] = images[: n - lo]
+            tiled.flush()
+            del tiled
+        cases[f"npy-{n}"] = (path, n)
+    return cases
+
+
+def warm(path: Path) -> None:
+    # Every tool then reads from the page cache: the first one measured pays no disk time.
+    for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+        with open(file, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(name))
+    return kids
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def measure(command: list[str]) -> Run:
+    """Wall time and peak memory of one run of `command`, its children (decoders) included."""
+    with tempfile.NamedTemporaryFile("r", suffix=".maxrss") as report:
+        timed = [GNU_TIME, "-f", "%M", "-o", report.name, *command]
+        started = time.perf_counter()
+        proc = subprocess.Popen(timed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        peak = 0
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            tree: list[int] = []
+            rescanned = 0.0
+            while not done.is_set():
+                now = time.monotonic()
+                if now - rescanned > 0.05:  # listing processes costs most: 20 times a second
+                    kids, rescanned = _children(), now
+                    tree = list(kids.get(proc.pid, []))  # below GNU time: the tool and its children
+                    for pid in tree:
+                        tree.extend(kids.get(pid, []))
+                peak = max(peak, sum(_rss(pid) for pid in tree))
+                done.wait(0.01)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stderr = proc.stderr.read() if proc.stderr else b""
+        code = proc.wait()
+        wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
+        if code != 0:
+            print(f"  ! {' '.join(command)} exited {code}: {stderr.decode()[-400:]}")
+        main = int(report.read().split()[-1]) * 1024  # KiB
+    return Run(wall, main / MIB, max(peak, main) / MIB, code)
+
+
+def no_tensorflow(single: Path, out: Path) -> tuple[bool, int]:
+    """Does a single-image run import TensorFlow or Keras? Also: how many modules it imports."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(CLASSIFY), str(single), str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    modules = [
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    ][1:]  # the first line is the header
+    heavy = [m for m in modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
+    return not heavy and result.returncode == 0, len(modules)
+
+
+# --- checking ----------------------------------------------------------------------------------
+
+
+def compare(ours: Path, theirs: Path) -> dict:
+    """Row by row: same sources and indices in the same order, same digits, close confidences."""
+    with open(ours, newline="") as a, open(theirs, newline="") as b:
+        ra, rb = csv.reader(a), csv.reader(b)
+        header_a, header_b = next(ra), next(rb)
+        rows = mismatched = misplaced = 0
+        worst = 0.0
+        for x, y in zip(ra, rb, strict=False):
+            rows += 1
+            misplaced += x[:2] != y[:2]
+            mismatched += x[2] != y[2]
+            worst = max(worst, abs(float(x[3]) - float(y[3])))
+        extra = sum(1 for _ in ra) + sum(1 for _ in rb)
+    return {
+        "rows": rows,
+        "same_header": header_a[:4] == header_b[:4],
+        "digits_differ": mismatched,
+        "rows_out_of_place": misplaced + extra,
+        "max_confidence_diff": round(worst, 7),
+        "ok": mismatched == 0 and misplaced == 0 and extra == 0 and header_a[:4] == header_b[:4],
+    }
+
+
+def goals(rows: dict[tuple[str, str], Row], png: str, sizes: list[int], tf_free: bool) -> list:
+    def ratio(case: str, tool: str, base: str = "plain onnxruntime") -> float | None:
+        if (case, tool) in rows and (case, base) in rows:
+            return rows[case, tool].wall / rows[case, base].wall
+        return None
+
+    checks: list[tuple[str, float | None, str, float]] = []
+    cb = "classify-batch"
+    checks.append((f"{png}: time vs plain onnxruntime", ratio(png, cb), "<=", PNG_VS_PLAIN))
+    keras = ratio(png, cb, "plain keras")
+    checks.append((f"{png}: time vs plain keras", keras, "<=", PNG_VS_KERAS))
+    big = f"npy-{max(sizes)}"
+    checks.append((f"{big}: time vs plain onnxruntime", ratio(big, cb), "<=", NPY_VS_PLAIN))
+    peak = rows[big, cb].tree_mib if (big, cb) in rows else None
+    checks.append((f"{big}: classify-batch peak RSS, MiB", peak, "<=", NPY_MAX_MIB))
+    checks.append(("single: time vs plain onnxruntime", ratio("single", cb), "<=", SINGLE_VS_PLAIN))
+    checks.append(("single: no TensorFlow/Keras imported", 0.0 if tf_free else 1.0, "<=", 0.0))
+    ordered = sorted(sizes)
+    for small, large in zip(ordered, ordered[1:], strict=False):
+        if large == 10 * small and (f"npy-{small}", cb) in rows:
+            growth = rows[f"npy-{large}", cb].tree_mib / rows[f"npy-{small}", cb].tree_mib
+            name = f"flat memory: peak RSS npy-{large} / npy-{small}"
+            checks.append((name, growth, "<", FLAT_GROWTH))
+    results = []
+    for name, value, op, bound in checks:
+        if value is None:
+            verdict = "n/a"
+        else:
+            verdict = "PASS" if (value <= bound if op == "<=" else value < bound) else "FAIL"
+        results.append({"goal": name, "value": value, "bound": f"{op} {bound}", "result": verdict})
+    return results
+
+
+# --- reporting ---------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import onnxruntime
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "load_average": os.getloadavg(),
+    }
+
+
+def table(rows: dict[tuple[str, str], Row]) -> str:
+    lines = [
+        f"{'case':<14} {'tool':<18} {'wall s':>8} {'images/s':>11} {'main MiB':>9} "
+        f"{'tree MiB':>9} {'vs plain':>9}"
+    ]
+    for (case, tool), row in rows.items():
+        plain = rows.get((case, "plain onnxruntime"))
+        ratio = f"{row.wall / plain.wall:.2f}x" if plain else ""
+        lines.append(
+            f"{case:<14} {tool:<18} {row.wall:>8.3f} {row.images / row.wall:>11,.0f} "
+            f"{row.main_mib:>9.0f} {row.tree_mib:>9.0f} {ratio:>9}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: dict[tuple[str, str], Row], sizes: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6), dpi=100)
+    for tool, style in (("classify-batch", "o-"), ("plain onnxruntime", "s--")):
+        xs = [n for n in sizes if (f"npy-{n}", tool) in rows]
+        left.plot(xs, [rows[f"npy-{n}", tool].wall for n in xs], style, label=tool)
+        right.plot(xs, [rows[f"npy-{n}", tool].tree_mib for n in xs], style, label=tool)
+    left.set(title="Wall time, .npy input", xlabel="images", ylabel="seconds (median)")
+    right.set(
+        title="Peak memory, .npy input", xlabel="images", ylabel="peak RSS, MiB (with children)"
+    )
+    right.axhline(NPY_MAX_MIB, color="grey", linestyle=":", label=f"goal: {NPY_MAX_MIB} MiB")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"classify-batch vs the plain onnxruntime script, {os.cpu_count()} cores")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 PNGs and .npy up to 100k")
+    parser.add_argument("--sizes", help="comma-separated .npy sizes, e.g. 1000,10000")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per tool and case (median)")
+    parser.add_argument("--work", type=Path, help="keep the inputs here and reuse them")
+    parser.add_argument("--json", type=Path, default=HERE / "results.json")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmark.png")
+    args = parser.parse_args()
+    if "MNIST_DATA_DIR" not in os.environ:
+        parser.error("set MNIST_DATA_DIR to the folder with the MNIST .gz files")
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else (QUICK_SIZES if args.quick else FULL_SIZES)
+    )
+    png_count = 2_000 if args.quick else 10_000
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="classify-batch-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _bench(args, work, sizes, png_count)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _bench(args: argparse.Namespace, work: Path, sizes: list[int], png_count: int) -> int:
+    info = machine()
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {info['nproc']} cores, {info['cpu']}, "
+        f"onnxruntime {info['onnxruntime']}, load average {info['load_average'][0]:.2f}"
+    )
+    print(f"building inputs in {work} ...")
+    cases = build_inputs(work, png_count, sizes)
+    out = work / "out"
+    out.mkdir(exist_ok=True)
+    png = f"png-{png_count}"
+    rows: dict[tuple[str, str], Row] = {}
+    checks: dict[str, dict] = {}
+    for case, (path, images) in cases.items():
+        warm(path)
+        commands = tools(with_keras=case == png)
+        for repeat in range(args.repeat):
+            for tool, template in commands.items():
+                csv_path = out / f"{case}.{tool.replace(' ', '-')}.csv"
+                command = [a.format(input=path, out=csv_path) for a in template]
+                run = measure(command)
+                rows.setdefault((case, tool), Row(case, tool, images)).runs.append(run)
+                print(f"  {case:<12} {tool:<18} #{repeat + 1}: {run.wall:7.3f} s")
+        base = out / f"{case}.plain-onnxruntime.csv"
+        for tool in commands:
+            if tool != "plain onnxruntime":
+                ours = out / f"{case}.{tool.replace(' ', '-')}.csv"
+                checks[f"{case}: {tool}"] = compare(ours, base)
+    tf_free, modules = no_tensorflow(cases["single"][0], out / "importtime.csv")
+
+    print()
+    print(table(rows))
+    print()
+    results = goals(rows, png, sizes, tf_free)
+    for g in results:
+        value = "-" if g["value"] is None else f"{g['value']:.3f}"
+        print(f"{g['result']:<5} {g['goal']:<46} {value:>9}  (goal {g['bound']})")
+    print(f"      (a single-image run imports {modules} modules)")
+    print()
+    agree = True
+    for name, c in checks.items():
+        agree &= c["ok"] or name.endswith("keras")
+        print(
+            f"{'same' if c['ok'] else 'DIFFER':<6} digits vs plain onnxruntime, {name}: "
+            f"{c['rows']:,} rows, {c['digits_differ']} digits differ, "
+            f"{c['rows_out_of_place']} rows out of place, "
+            f"max |confidence diff| {c['max_confidence_diff']}"
+        )
+    info["load_average_after"] = os.getloadavg()
+
+    args.json.write_text(
+        json.dumps(
+            {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": info,
+                "repeat": args.repeat,
+                "measured": (
+                    "wall: median of the repeats; main_mib: the tool's own process peak RSS "
+                    "(wait4); tree_mib: process plus children, RSS summed, sampled every 10 ms "
+                    "(pages shared after fork count once per process, so an upper bound); "
+                    "both memory figures are the largest over the repeats"
+                ),
+                "results": [
+                    {
+                        **{k: v for k, v in asdict(row).items() if k != "runs"},
+                        "wall_s": round(row.wall, 4),
+                        "images_per_s": round(row.images / row.wall),
+                        "main_mib": round(row.main_mib, 1),
+                        "tree_mib": round(row.tree_mib, 1),
+                        "walls": [round(r.wall, 4) for r in row.runs],
+                    }
+                    for row in rows.values()
+                ],
+                "goals": results,
+                "digits_vs_plain": checks,
+                "single_image_modules": modules,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    plot(rows, sizes, args.plot)
+    print(f"\nwrote {args.json} and {args.plot}")
+    failed = any(g["result"] == "FAIL" for g in results) or not agree
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
