@@ -41,7 +41,7 @@ class ArrayFile:
         pass
 
 
-def open_array(path: Path) -> ArrayFile:
+def open_array(path: str | Path) -> ArrayFile:
     head = _head(path)
     if head.startswith(NPY_MAGIC):
         return NpyFile(path)
@@ -52,7 +52,7 @@ def open_array(path: Path) -> ArrayFile:
     raise InputError("not a .npy or IDX file (no NumPy or IDX header)")
 
 
-def _head(path: Path) -> bytes:
+def _head(path: str | Path) -> bytes:
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -77,7 +77,7 @@ def _idx_kind_error(head: bytes) -> str:
 
 
 class NpyFile(ArrayFile):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = path
         try:
             with open(path, "rb") as f:
@@ -202,7 +202,7 @@ def to_uint8(start: int, raw: np.ndarray, scale: float) -> Rows:
 class IdxFile(ArrayFile):
     """MNIST's own format: magic 0x00000803, N, 28, 28, then N*784 unsigned bytes; maybe gzipped."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = path
         with self._open() as f:
             header = _read_exact(f, 16, "IDX header")

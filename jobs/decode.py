@@ -25,12 +25,12 @@ class Decoded:
     files: int = 0  # input files finished with this piece, for the progress bar
 
 
-def decode_image(path: Path, preprocess: str) -> np.ndarray:
+def decode_image(path: str | Path, preprocess: str) -> np.ndarray:
     # JPEG photos decode straight at a reduced size: the digit ends up 20 px tall anyway.
     return to_mnist(read_image(path, draft_side=WORK_SIDE), preprocess)
 
 
-def decode_files(files: list[tuple[Path, str]], preprocess: str) -> Decoded:
+def decode_files(files: list[tuple[str, str]], preprocess: str) -> Decoded:
     out = Decoded(files=len(files))
     read: list[tuple[int, str, np.ndarray]] = []  # (position in files, shown, grayscale)
     failed: list[tuple[int, str, str]] = []  # (position in files, shown, reason)

@@ -5,7 +5,6 @@ import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from jobs.arrays import GZIP_MAGIC, IDX_IMAGES_MAGIC, NPY_MAGIC
@@ -19,7 +18,7 @@ IDX_NAME = re.compile(r"(-idx3-ubyte|\.idx3?)(\.gz)?$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Source:
-    path: Path  # what to open
+    path: str  # what to open
     shown: str  # the path as the user gave it (relative inputs stay relative), for the CSV
     kind: Kind
     rel: str  # path below the input it was found in ("" for a file named directly)
@@ -48,7 +47,7 @@ def kind_by_name(name: str) -> Kind | None:
     return None
 
 
-def kind_by_content(path: Path) -> Kind:
+def kind_by_content(path: str) -> Kind:
     """For a file named on the command line with no telling suffix: look at its first bytes."""
     try:
         with open(path, "rb") as f:
@@ -65,24 +64,24 @@ def kind_by_content(path: Path) -> Kind:
 def find_inputs(inputs: Sequence[str]) -> Found:
     found = Found()
     for given in inputs:
-        path = Path(given)
         try:
-            st = path.stat()
+            st = os.stat(given)
         except FileNotFoundError:
-            reason = "broken symbolic link" if path.is_symlink() else "no such file or directory"
-            found.sources.append(_error(path, given, "", reason))
+            broken = os.path.islink(given)
+            reason = "broken symbolic link" if broken else "no such file or directory"
+            found.sources.append(_error(given, reason))
             continue
         except OSError as e:
-            found.sources.append(_error(path, given, "", f"cannot access: {e.strerror or e}"))
+            found.sources.append(_error(given, f"cannot access: {e.strerror or e}"))
             continue
         if stat.S_ISDIR(st.st_mode):
             _walk(given, found)
         elif stat.S_ISREG(st.st_mode):
-            kind = kind_by_name(path.name) or kind_by_content(path)
-            found.sources.append(Source(path, given, kind, "", _reason(path.name, kind)))
+            name = os.path.basename(given)
+            kind = kind_by_name(name) or kind_by_content(given)
+            found.sources.append(Source(given, given, kind, "", _reason(name, kind)))
         else:
-            reason = "not a regular file (device, socket or pipe)"
-            found.sources.append(_error(path, given, "", reason))
+            found.sources.append(_error(given, "not a regular file (device, socket or pipe)"))
     return found
 
 
@@ -90,48 +89,56 @@ def _reason(name: str, kind: Kind) -> str:
     return NPZ_REASON if kind == "error" else ""
 
 
-def _error(path: Path, shown: str, rel: str, reason: str) -> Source:
-    return Source(path, shown, "error", rel, reason)
+def _error(given: str, reason: str) -> Source:
+    return Source(given, given, "error", "", reason)
 
 
 def _walk(root: str, found: Found) -> None:
-    """Every file below root, sorted by path components; folder symlinks followed once each."""
-    entries = sorted(_entries(Path(root), (), set()), key=lambda e: e[0])
-    for parts, path, kind, reason in entries:
-        shown = os.path.join(root, *parts)
+    """Every file below root, in sorted order of path components; folder symlinks followed once.
+
+    Visiting each folder's entries sorted by name, depth first, is that order: no global sort.
+    """
+    for rel, path, kind, reason in _entries(root, "", set()):
         if kind is None:
-            found.skipped.append(shown)
+            found.skipped.append(path)
         else:
-            rel = str(PurePosixPath(*parts)) if parts else ""
-            found.sources.append(Source(path, shown, kind, rel, reason))
+            found.sources.append(Source(path, path, kind, rel, reason))
 
 
-Entry = tuple[tuple[str, ...], Path, Kind | None, str]  # parts below root, path, kind, reason
+Entry = tuple[str, str, Kind | None, str]  # path below root, path to open, kind, reason
 
 
-def _entries(folder: Path, parts: tuple[str, ...], seen: set[tuple[int, int]]) -> Iterator[Entry]:
+def _entries(folder: str, rel: str, seen: set[tuple[int, int]]) -> Iterator[Entry]:
     try:
-        st = folder.stat()
+        st = os.stat(folder)
         if (st.st_dev, st.st_ino) in seen:
             return  # a symlink loop, or a second way into a folder already walked
         seen.add((st.st_dev, st.st_ino))
         with os.scandir(folder) as it:
-            entries = list(it)
+            entries = sorted(it, key=lambda e: e.name)
     except OSError as e:
-        yield parts, folder, "error", f"cannot list folder: {e.strerror or e}"
+        yield rel, folder, "error", f"cannot list folder: {e.strerror or e}"
         return
+    prefix = rel + "/" if rel else ""
     for entry in entries:
-        sub = (*parts, entry.name)
+        # DirEntry knows the type from the listing itself: no stat per file, except symlinks.
+        sub = prefix + entry.name
         try:
-            st = entry.stat(follow_symlinks=True)
+            is_dir = entry.is_dir()
+            is_file = not is_dir and entry.is_file()
+            broken = (
+                not (is_dir or is_file) and entry.is_symlink() and not os.path.exists(entry.path)
+            )
         except OSError:
-            yield sub, Path(entry.path), "error", "broken symbolic link"
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            yield from _entries(Path(entry.path), sub, seen)
-        elif stat.S_ISREG(st.st_mode):
+            is_dir = is_file = False
+            broken = True
+        if broken:
+            yield sub, entry.path, "error", "broken symbolic link"
+        elif is_dir:
+            yield from _entries(entry.path, sub, seen)
+        elif is_file:
             kind = None if entry.name.startswith(".") else kind_by_name(entry.name)
-            yield sub, Path(entry.path), kind, _reason(entry.name, kind) if kind else ""
+            yield sub, entry.path, kind, _reason(entry.name, kind) if kind else ""
         else:
             # Sockets, pipes and devices are skipped unopened: reading a FIFO would hang the job.
-            yield sub, Path(entry.path), None, ""
+            yield sub, entry.path, None, ""

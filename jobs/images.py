@@ -171,6 +171,10 @@ def _draft_jpeg(im: Image.Image, draft_side: int) -> None:
 
 
 def _apply_orientation(im: Image.Image) -> Image.Image:
+    # Orientation lives in EXIF (JPEG, PNG, WebP: then in im.info) or in TIFF's own tags; an
+    # image with neither has nothing to rotate, and small PNGs are decoded by the thousand.
+    if im.format != "TIFF" and "exif" not in im.info and "Raw profile type exif" not in im.info:
+        return im
     try:
         return ImageOps.exif_transpose(im)
     except Exception:

@@ -4,11 +4,14 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 
 import artifacts
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "digit")
@@ -31,7 +34,7 @@ class Classifier:
     sha256: str
     metadata: dict[str, str]
     version: int
-    session: ort.InferenceSession = field(repr=False)
+    session: "ort.InferenceSession" = field(repr=False)
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (n, 28, 28) -> probabilities float32 (n, 10), digits int64 (n,)."""
@@ -51,6 +54,10 @@ def load(path: Path, threads: int | None = None, spinning: bool = False) -> Clas
         raise ModelError(f"{path}: model file not found") from None
     except (IsADirectoryError, PermissionError, OSError) as e:
         raise ModelError(f"{path}: cannot read model: {e.strerror or e}") from None
+
+    # Imported here, not at the top: the decode pool forks before this, into children that
+    # need none of onnxruntime, and a run that fails earlier never pays for it.
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -79,7 +86,7 @@ def load(path: Path, threads: int | None = None, spinning: bool = False) -> Clas
     )
 
 
-def _check_contract(path: Path, session: ort.InferenceSession) -> None:
+def _check_contract(path: Path, session: Any) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     image = inputs.get(INPUT_NAME)

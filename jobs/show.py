@@ -127,7 +127,7 @@ def image_cell(source: Source, preprocess: str) -> Cell:
     return cell
 
 
-def preview(path: Path) -> tuple[Image.Image | None, tuple[int, int] | None]:
+def preview(path: str | Path) -> tuple[Image.Image | None, tuple[int, int] | None]:
     """The file as given, fitted into SIDE x SIDE; (None, None) when it cannot be read."""
     try:
         # The job's own reader vets the file first (size limits, formats, decompression bombs).
@@ -141,7 +141,7 @@ def preview(path: Path) -> tuple[Image.Image | None, tuple[int, int] | None]:
     return fit(image), image.size
 
 
-def colour_preview(path: Path) -> tuple[Image.Image, tuple[int, int]] | None:
+def colour_preview(path: str | Path) -> tuple[Image.Image, tuple[int, int]] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
