@@ -10,3 +10,7 @@ def model_path() -> Path:
 
 def card_path() -> Path:
     return Path(str(files(__name__).joinpath("model.json")))
+
+
+def int8_model_path() -> Path:
+    return Path(str(files(__name__).joinpath("model.int8.onnx")))

@@ -16,6 +16,7 @@ import tf2onnx
 from export import onnx_export
 from export.mnist_data import FULL_TRAIN_COUNT, MnistData
 from export.presets import Preset
+from export.quantize import AGREEMENT_BAR, quantize
 from export.train import History, build_model
 from jobs import atomic
 
@@ -97,6 +98,7 @@ def publish(
     onnx.checker.check_model(proto, full_check=True)
     model_bytes = proto.SerializeToString()
     sha = hashlib.sha256(model_bytes).hexdigest()
+    int8 = quantize(proto, data.test_images, data.test_labels)
 
     card = {
         "name": "classify-batch digits ANN",
@@ -129,6 +131,13 @@ def publish(
             "max_probability_diff": check.max_probability_diff,
             "tolerance": onnx_export.PROBABILITY_TOLERANCE,
         },
+        "int8": {
+            "model": "model.int8.onnx" if int8.offered else None,
+            "sha256": hashlib.sha256(int8.model_bytes).hexdigest() if int8.offered else None,
+            "agreement_with_fp32": int8.agreement,
+            "agreement_bar": AGREEMENT_BAR,
+            "test_accuracy": int8.accuracy,
+        },
         "versions": versions(),
         "training_seconds": None if training_seconds is None else round(training_seconds, 1),
     }
@@ -138,6 +147,11 @@ def publish(
         atomic.write_text(out_dir / "history.json", json.dumps(history.as_dict(), indent=1) + "\n")
     _save_keras(model, preset, out_dir / "model.keras")
     atomic.write_text(out_dir / "model.json", json.dumps(card, indent=2) + "\n")
+    if int8.offered:
+        atomic.write_bytes(out_dir / "model.int8.onnx", int8.model_bytes)
+    else:
+        # An int8 copy of an earlier model must not outlive it.
+        (out_dir / "model.int8.onnx").unlink(missing_ok=True)
     # The ONNX file goes last: the job loads only it, and its card is already in place.
     atomic.write_bytes(out_dir / "model.onnx", model_bytes)
     return Published(out_dir / "model.onnx", sha, accuracy, check)

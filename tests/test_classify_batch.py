@@ -458,3 +458,15 @@ def test_awkward_file_names_survive_into_the_csv(tmp_path, images, expected):
         str(folder / 'a, "quoted" ünïcode.png'): expected[0],
         os.fsdecode(bytes(folder) + b"/b-not-utf8-\xff.png"): expected[1],
     }
+
+
+def test_precision_int8_uses_the_quantized_copy(tmp_path, images, expected):
+    np.save(tmp_path / "x.npy", images)
+    result = run(tmp_path / "x.npy", tmp_path / "out.csv", "--precision", "int8", "-q")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record["model"]["path"].endswith("model.int8.onnx")
+    digits = [int(r["digit"]) for r in rows(tmp_path / "out.csv")]
+    assert np.mean(np.array(digits) == np.array(expected)) >= 0.95
+    clash = run(tmp_path / "x.npy", tmp_path / "o.csv", "--precision", "int8", "--model", "m.onnx")
+    assert clash.returncode == 2

@@ -49,3 +49,12 @@ def test_metadata_carries_the_input_contract(committed_model):
     assert meta["preset"] == "best"
     assert set(json.loads(meta["versions"])) >= {"tensorflow", "tf2onnx", "onnx"}
     assert len(json.loads(meta["train_data_sha256"])) == 4
+
+
+def test_int8_copy_keeps_the_float_models_digits(committed_model, card, test_set):
+    int8 = committed_model.with_name("model.int8.onnx")
+    assert card["int8"]["sha256"] == hashlib.sha256(int8.read_bytes()).hexdigest()
+    images = test_set[0]
+    _, fp32_digits = model_loader.load(committed_model)(images)
+    _, int8_digits = model_loader.load(int8)(images)
+    assert (int8_digits == fp32_digits).mean() >= card["int8"]["agreement_bar"] == 0.999
