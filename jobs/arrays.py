@@ -12,6 +12,7 @@ from typing import IO
 import numpy as np
 
 from jobs.errors import InputError
+from jobs.files import open_input
 
 NPY_MAGIC = b"\x93NUMPY"
 IDX_IMAGES_MAGIC = b"\x00\x00\x08\x03"  # unsigned bytes, three dimensions
@@ -53,18 +54,8 @@ def open_array(path: str | Path) -> ArrayFile:
 
 
 def _head(path: str | Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except PermissionError:
-        raise InputError("permission denied") from None
-    except IsADirectoryError:
-        raise InputError("is a directory") from None
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror or e}") from None
-    if not head:
-        raise InputError("empty file")
-    return head
+    with open_input(path) as f:
+        return f.read(16)
 
 
 def _idx_kind_error(head: bytes) -> str:
@@ -80,7 +71,7 @@ class NpyFile(ArrayFile):
     def __init__(self, path: str | Path) -> None:
         self.path = path
         try:
-            with open(path, "rb") as f:
+            with open_input(path) as f:
                 version = np.lib.format.read_magic(f)
                 if version == (1, 0):
                     header = np.lib.format.read_array_header_1_0(f, max_header_size=10000)
@@ -217,7 +208,7 @@ class IdxFile(ArrayFile):
     def _open(self) -> IO[bytes]:
         if _head(self.path).startswith(GZIP_MAGIC):
             return gzip.open(self.path, "rb")  # type: ignore[return-value]
-        return open(self.path, "rb")
+        return open_input(self.path)
 
     def chunks(self, start: int, stop: int, size: int) -> Iterator[Rows]:
         try:

@@ -7,9 +7,7 @@ adds the path.
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 import warnings
 from pathlib import Path
 from typing import IO
@@ -18,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jobs.errors import InputError
+from jobs.files import open_input
 
 # Only the decoders a digit image plausibly needs; a file with a misleading suffix must not
 # reach an exotic plugin (EPS, FITS, PSD, ...). JPEG covers MPO, which phones write.
@@ -64,43 +63,8 @@ def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray
     side stays >= draft_side; that is several times faster for phone photos. Other formats are
     always decoded at full size.
     """
-    with _open_regular_file(path) as fh:
+    with open_input(path, MAX_FILE_BYTES) as fh:
         return _decode(fh, draft_side)
-
-
-def _open_regular_file(path: Path | str) -> IO[bytes]:
-    # O_NONBLOCK so a FIFO dropped in the folder cannot hang the job in open(); it has no
-    # effect on regular files.
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise InputError("file not found") from None
-    except PermissionError:
-        raise InputError("permission denied") from None
-    except IsADirectoryError:
-        raise InputError("is a directory, not an image file") from None
-    except OSError as exc:
-        raise InputError(f"cannot open the file ({exc.strerror or 'I/O error'})") from None
-    try:
-        _check_file_stat(os.fstat(fd))
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
-
-
-def _check_file_stat(st: os.stat_result) -> None:
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError("is a directory, not an image file")
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError("not a regular file")
-    if st.st_size == 0:
-        raise InputError("empty file")
-    if st.st_size > MAX_FILE_BYTES:
-        raise InputError(
-            f"file too large: {st.st_size / _MEGA:.0f} MB (limit {MAX_FILE_BYTES // _MEGA} MB)"
-        )
 
 
 def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:

@@ -1,0 +1,46 @@
+"""Opening an input file: one place that turns what the file system says into one-line reasons."""
+
+import os
+import stat
+from pathlib import Path
+from typing import IO
+
+from jobs.errors import InputError
+
+_MEGA = 1_000_000
+
+
+def open_input(path: str | Path, max_bytes: int | None = None) -> IO[bytes]:
+    """Open a regular, non-empty file for reading, or raise InputError saying why not."""
+    # O_NONBLOCK so a FIFO dropped in the folder cannot hang the job in open(); it has no
+    # effect on regular files.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise InputError("file not found") from None
+    except PermissionError:
+        raise InputError("permission denied") from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file") from None
+    except OSError as exc:
+        raise InputError(f"cannot open the file ({exc.strerror or 'I/O error'})") from None
+    try:
+        _check(os.fstat(fd), max_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check(st: os.stat_result, max_bytes: int | None) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError("is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError("not a regular file")
+    if st.st_size == 0:
+        raise InputError("empty file")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise InputError(
+            f"file too large: {st.st_size / _MEGA:.0f} MB (limit {max_bytes // _MEGA} MB)"
+        )
