@@ -109,9 +109,7 @@ class Outputs:
             self.errors.writer.writerow(row)
         else:
             # With the CSV on stdout there is no folder for side files: errors go to stderr.
-            print(
-                f"error: {source}{'' if index is None else f'[{index}]'}: {reason}", file=sys.stderr
-            )
+            print_error(source, index, reason)
 
     def commit(self, record: dict[str, Any]) -> None:
         if self.to_stdout:
@@ -125,6 +123,11 @@ class Outputs:
     def discard(self) -> None:
         for f in self._files:
             f.discard()
+
+
+def print_error(source: str, index: int | None, reason: str) -> None:
+    """One failed input as one line on stderr."""
+    print(f"error: {source}{'' if index is None else f'[{index}]'}: {reason}", file=sys.stderr)
 
 
 def _fmt(values: np.ndarray) -> list[str]:

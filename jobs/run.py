@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from jobs import model as model_loader
 from jobs import pipeline
 from jobs.discover import find_inputs
-from jobs.output import OutputError, Outputs, check_writable, side_file
+from jobs.output import OutputError, Outputs, check_writable, print_error, side_file
 from jobs.pipeline import Shard
 from jobs.progress import Progress
 
@@ -98,7 +98,8 @@ def _run(opts: Options, err: TextIO) -> int:
             return fail(str(e))
 
     found = find_inputs(opts.inputs)
-    images = [s for s in found.sources if s.kind == "image"]
+    shard = opts.shard
+    images = [s for s in found.sources if s.kind == "image" and (not shard or shard.owns_file(s))]
     if not found.sources:
         return fail(f"no inputs found in {', '.join(opts.inputs)} ({len(found.skipped)} skipped)")
 
@@ -137,7 +138,8 @@ def _run(opts: Options, err: TextIO) -> int:
             counts.for_review = outputs.review_count
             progress.close()
             code = EXIT_SOME_FAILED if counts.failed else EXIT_OK
-            if counts.classified == 0 and counts.failed == 0:
+            # A shard may own nothing of a small input: its empty part still counts for merge.
+            if counts.classified == 0 and counts.failed == 0 and shard is None:
                 outputs.discard()
                 return fail(f"no inputs found in {', '.join(opts.inputs)}")
             outputs.commit(_record(opts, classifier, counts, started, clock, code))
@@ -179,11 +181,11 @@ def _record_error(
     counts.failed += 1
     if opts.max_errors is not None and counts.failed > opts.max_errors:
         # Nothing is committed after an abort, so the failures are shown where they can be seen.
-        print(f"error: {source}{'' if index is None else f'[{index}]'}: {reason}", file=sys.stderr)
+        print_error(source, index, reason)
         raise TooManyErrors
     outputs.write_error(source, index, reason)
     if opts.max_errors is not None and outputs.errors is not None:
-        print(f"error: {source}{'' if index is None else f'[{index}]'}: {reason}", file=sys.stderr)
+        print_error(source, index, reason)
 
 
 def _terminate(signum: int, frame: Any) -> None:

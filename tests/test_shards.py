@@ -114,3 +114,14 @@ def test_parts_with_different_headers_are_refused(inputs: Path):
     result = run("digits", "merge", "parts/other.csv", *parts[1:], "merged.csv", cwd=inputs)
     assert result.returncode == 1 and "header" in result.stderr
     assert not list(inputs.glob("merged*"))
+
+
+def test_more_shards_than_files_still_merge_to_the_single_run(tmp_path: Path, test_set):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(test_set[0][0]).save(tmp_path / "in" / "only.png")
+    single = run("classify-batch", "in", "single.csv", "-q", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    parts = sharded(tmp_path)  # asserts every shard, even an empty one, succeeds
+    merged = run("digits", "merge", *parts, "merged.csv", cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
