@@ -7,6 +7,7 @@ of files or rows, and arrays are read chunk by chunk.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -68,10 +69,34 @@ def start_pool(workers: int, image_files: int) -> ProcessPoolExecutor | None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    # A fork copies only the calling thread: if any other thread holds a lock at that moment
+    # (a library's thread pool, say), the child can wait on it forever. Fork only when this
+    # process has no other thread; otherwise start from a clean forkserver.
+    method = "fork" if _single_threaded() else "forkserver"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
     for f in [pool.submit(int) for _ in range(workers)]:
         f.result()  # one no-op each, so every worker is forked now, not later
     return pool
+
+
+def close_pool(pool: ProcessPoolExecutor) -> None:
+    """Shut a pool down and wait for its processes, even when one of them died.
+
+    Waiting avoids CPython 3.11's exit-time "Bad file descriptor" traceback from a pool left
+    running. But in a broken pool a surviving worker can block forever writing a result that
+    nobody reads any more, so those are killed first.
+    """
+    if getattr(pool, "_broken", False):
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _single_threaded() -> bool:
+    try:
+        return len(os.listdir("/proc/self/task")) == 1  # native threads too, not only Python's
+    except OSError:
+        return False
 
 
 def stream(
@@ -188,7 +213,7 @@ def _ordered(
     finally:
         for extra in pools[1:]:
             if extra is not None:
-                extra.shutdown(wait=True, cancel_futures=True)
+                close_pool(extra)
 
 
 def _fresh_pool(workers: int) -> ProcessPoolExecutor:
@@ -207,7 +232,7 @@ def _isolate(files: list[tuple], preprocess: str) -> Iterator[Decoded]:
         try:
             yield pool.submit(decode_files, [(path, shown)], preprocess).result()
         except BrokenProcessPool:
-            pool.shutdown(wait=True)
+            close_pool(pool)
             pool = _fresh_pool(1)
             yield Decoded(errors=[(shown, None, "the image decoder crashed on this file")], files=1)
-    pool.shutdown(wait=True)
+    close_pool(pool)

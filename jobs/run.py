@@ -156,9 +156,7 @@ def _run(opts: Options, err: TextIO) -> int:
             raise
     finally:
         if pool is not None:
-            # Waiting (for at most the tasks already running) avoids CPython 3.11's exit-time
-            # "Bad file descriptor" traceback from a pool shut down without waiting.
-            pool.shutdown(wait=True, cancel_futures=True)
+            pipeline.close_pool(pool)
 
     seconds = time.monotonic() - clock
     if counts.failed:

@@ -28,5 +28,5 @@ def test_a_killed_decoder_process_loses_no_input(tmp_path):
             assert piece.errors == []
             shown += piece.sources
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pipeline.close_pool(pool)
     assert shown == [s.shown for s in sources]
