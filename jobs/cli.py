@@ -4,8 +4,10 @@ Commands only parse, call and map outcomes to exit codes. Training commands impo
 lazily, so the slim runtime never pays for it and says how to get it when it is missing.
 """
 
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, NoReturn
 
 import typer
@@ -152,15 +154,19 @@ batch_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 batch_app.command(help=CLASSIFY_HELP)(classify)
 
 
-def _training_stack_missing(e: ModuleNotFoundError, command: str) -> NoReturn:
-    if (e.name or "").split(".")[0] in TRAIN_EXTRA_MODULES:
+def _training_module(name: str, command: str) -> ModuleType:
+    """Import an `export` module, or end with one line on how to get the training extra."""
+    try:
+        return importlib.import_module(f"export.{name}")
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
         typer.echo(
             f"digits {command}: needs the training extra ({e.name} is not installed): "
             "pip install 'classify-batch[train]'",
             err=True,
         )
-        raise typer.Exit(EXIT_NOTHING_DONE)
-    raise e
+        raise typer.Exit(EXIT_NOTHING_DONE) from None
 
 
 @app.command()
@@ -174,10 +180,7 @@ def train(
     out: Annotated[Path, typer.Option(help="Folder for the model files.")] = Path("artifacts"),
 ) -> None:
     """Train the ANN on MNIST, export it to ONNX (gated on Keras parity) and write its card."""
-    try:
-        from export import workflow
-    except ModuleNotFoundError as e:
-        _training_stack_missing(e, "train")
+    workflow = _training_module("workflow", "train")
     raise typer.Exit(
         workflow.train_command(preset, out, epochs=epochs, batch_size=batch_size, seed=seed)
     )
@@ -191,10 +194,7 @@ def export_(
     out: Annotated[Path, typer.Option(help="Folder for the model files.")] = Path("artifacts"),
 ) -> None:
     """Export a trained Keras model to ONNX, gated on parity with Keras on all test images."""
-    try:
-        from export import workflow
-    except ModuleNotFoundError as e:
-        _training_stack_missing(e, "export")
+    workflow = _training_module("workflow", "export")
     raise typer.Exit(workflow.export_command(keras_model, out))
 
 
@@ -208,10 +208,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Accuracy on the official MNIST test set, overall and per digit, beside the model card's."""
-    try:
-        from export import evaluate as evaluation
-    except ModuleNotFoundError as e:
-        _training_stack_missing(e, "evaluate")
+    evaluation = _training_module("evaluate", "evaluate")
     raise typer.Exit(evaluation.evaluate_command(model, report))
 
 

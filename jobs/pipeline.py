@@ -61,8 +61,8 @@ Piece = Callable[[], Iterator[Decoded]]
 def start_pool(workers: int, image_files: int) -> ProcessPoolExecutor | None:
     """A decode pool when there are enough image files to pay for it, else None.
 
-    Called before the model is loaded: forked before onnxruntime starts its threads, the workers
-    start in milliseconds with numpy and Pillow already imported.
+    Called before onnxruntime is imported: forked from a process with no other thread, the
+    workers start in milliseconds with numpy and Pillow already imported.
     """
     if workers <= 1 or image_files < POOL_MIN_FILES:
         return None
