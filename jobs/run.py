@@ -103,8 +103,17 @@ def _run(opts: Options, err: TextIO) -> int:
     if not found.sources:
         return fail(f"no inputs found in {', '.join(opts.inputs)} ({len(found.skipped)} skipped)")
 
-    pool = pipeline.start_pool(opts.workers, len(images))
+    pool = pipeline.start_pool(opts.workers, [s.path for s in images])
     try:
+        # Started before the model loads, so the decoders are busy meanwhile.
+        stream = pipeline.stream(
+            found.sources,
+            opts.preprocess,
+            pool,
+            opts.shard,
+            opts.workers,
+            pipeline.files_per_task(len(images), opts.workers if pool else 1),
+        )
         try:
             # With decoder processes on every core, inference (2% of the work for images) gets
             # one thread that sleeps between batches; alone, it gets the cores and may spin.
@@ -119,7 +128,6 @@ def _run(opts: Options, err: TextIO) -> int:
         counts = Counts(skipped=len(found.skipped))
         progress = Progress(len(found.sources), enabled=not opts.quiet)
         try:
-            stream = pipeline.stream(found.sources, opts.preprocess, pool, opts.shard, opts.workers)
             for piece in stream:
                 for source, index, reason in piece.errors:
                     _record_error(outputs, counts, opts, source, index, reason)

@@ -1,0 +1,157 @@
+"""Decoder processes, each with a pipe of its own, so that one that dies is noticed, not waited for.
+
+concurrent.futures' ProcessPoolExecutor sends every result through one shared pipe: a worker
+killed while writing a big result (the OOM killer, a codec crash at the wrong moment) leaves half
+a message there and the reader waits for the rest forever, since the other workers keep the pipe
+open. Here a worker's death closes its own pipe, and the reader gets EOF at once. There are no
+helper threads either: the main process hands out tasks and collects results itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+# How long close() waits for a worker to finish its task and leave before killing it.
+_LEAVE_SECONDS = 5.0
+
+
+class WorkerDied(Exception):
+    """The process running a task died before returning its result."""
+
+
+class Pool:
+    """`workers` processes that run `function(*args)` for submitted tasks, in any order."""
+
+    def __init__(self, workers: int, function: Callable[..., Any]) -> None:
+        self._function = function
+        self._idle: list[_Worker] = []
+        self._busy: dict[Connection, tuple[_Worker, int]] = {}
+        self._waiting: deque[tuple[int, tuple]] = deque()
+        self._done: dict[int, tuple[bool, Any]] = {}
+        self._next_ticket = 0
+        for _ in range(workers):
+            self._idle.append(_Worker(function))
+
+    def submit(self, *args: Any) -> int:
+        """Queue a task; returns the ticket to ask for its result with."""
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._waiting.append((ticket, args))
+        self._dispatch()
+        return ticket
+
+    def result(self, ticket: int) -> Any:
+        """The task's result, once it is in; raises WorkerDied if its process died."""
+        while ticket not in self._done:
+            self._collect()
+        ok, value = self._done.pop(ticket)
+        if not ok:
+            raise WorkerDied
+        return value
+
+    def pids(self) -> list[int]:
+        workers = self._idle + [worker for worker, _ in self._busy.values()]
+        return [worker.process.pid for worker in workers if worker.process.pid is not None]
+
+    def close(self) -> None:
+        """Stop every worker: idle ones at once, busy ones after their task, stuck ones killed."""
+        self._waiting.clear()
+        workers = self._idle + [worker for worker, _ in self._busy.values()]
+        self._idle, self._busy = [], {}
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker.join()
+
+    def _dispatch(self) -> None:
+        while self._idle and self._waiting:
+            worker = self._idle.pop()
+            ticket, args = self._waiting.popleft()
+            try:
+                worker.conn.send(args)
+            except OSError:
+                # Died while idle: its replacement takes the task.
+                worker.join()
+                self._waiting.appendleft((ticket, args))
+                self._idle.append(_Worker(self._function))
+                continue
+            self._busy[worker.conn] = (worker, ticket)
+
+    def _collect(self) -> None:
+        if not self._busy:
+            raise RuntimeError("no task is running")  # a ticket that was never submitted
+        for conn in wait(list(self._busy)):
+            assert isinstance(conn, Connection)
+            worker, ticket = self._busy.pop(conn)
+            try:
+                self._done[ticket] = (True, conn.recv())
+                self._idle.append(worker)
+            except (EOFError, OSError):
+                # Its end of the pipe closed mid-task or mid-result: the process is gone.
+                self._done[ticket] = (False, None)
+                worker.join()
+                self._idle.append(_Worker(self._function))
+        self._dispatch()
+
+
+class _Worker:
+    def __init__(self, function: Callable[..., Any]) -> None:
+        # A fork copies only the calling thread: if another thread holds a lock at that moment
+        # (onnxruntime's thread pool, say), the child can wait on it forever. Fork only a process
+        # with no other thread; otherwise start from a clean forkserver. Forked before the model
+        # loads, workers start in a millisecond with numpy and Pillow already imported.
+        method = "fork" if _single_threaded() else "forkserver"
+        context: Any = multiprocessing.get_context(method)  # typeshed's BaseContext lacks Process
+        self.conn, child = context.Pipe()
+        self.process: BaseProcess = context.Process(
+            target=_serve, args=(child, function), daemon=True
+        )
+        self.process.start()
+        child.close()  # now only the worker holds its end: its death is our EOF
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # already gone
+            self.conn.send(None)
+
+    def join(self) -> None:
+        self.process.join(_LEAVE_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def _serve(conn: Connection, function: Callable[..., Any]) -> None:
+    # Ctrl-C goes to the whole process group; the main process decides what happens, and a
+    # worker must not print its own KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        try:
+            args = conn.recv()
+        except (EOFError, OSError):
+            return  # the main process is gone
+        if args is None:
+            return
+        try:
+            result = function(*args)
+        except Exception:
+            # The task's function reports bad inputs itself; an exception here is a bug or no
+            # memory. Leaving closes the pipe, and the main process retries the files one by one.
+            return
+        conn.send(result)
+
+
+def _single_threaded() -> bool:
+    try:
+        return len(os.listdir("/proc/self/task")) == 1  # native threads too, not only Python's
+    except OSError:
+        return False

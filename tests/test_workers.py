@@ -1,0 +1,81 @@
+"""Decoder processes: a result comes back from its own task, and a dead worker is never a hang."""
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from jobs.workers import Pool, WorkerDied
+
+
+def big(megabytes: int) -> bytes:
+    return b"x" * (megabytes * 1024 * 1024)
+
+
+def pid_and_value(value: int) -> tuple[int, int]:
+    return os.getpid(), value
+
+
+def fail(_: int) -> None:
+    raise ValueError("a bug in the task")
+
+
+@pytest.fixture(autouse=True)
+def no_hang() -> Iterator[None]:
+    # A hang is the bug these tests are about: turn it into a failure.
+    def alarm(signum, frame):
+        raise TimeoutError("the pool hung")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_results_come_back_for_their_own_tickets():
+    pool = Pool(2, pid_and_value)
+    try:
+        tickets = [pool.submit(i) for i in range(20)]
+        values = [pool.result(t)[1] for t in reversed(tickets)]
+        assert values == list(reversed(range(20)))
+    finally:
+        pool.close()
+
+
+def test_a_worker_killed_while_sending_a_big_result_is_reported_not_waited_for():
+    pool = Pool(2, big)
+    try:
+        ticket = pool.submit(64)  # far more than a pipe holds: the worker blocks mid-message
+        time.sleep(1.0)
+        for pid in pool.pids():
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerDied):
+            pool.result(ticket)
+        # The dead are replaced: the pool still works.
+        assert len(pool.result(pool.submit(1))) == 1024 * 1024
+    finally:
+        pool.close()
+
+
+def test_an_exception_in_a_task_is_a_failed_task_and_the_pool_goes_on():
+    pool = Pool(1, fail)
+    try:
+        with pytest.raises(WorkerDied):
+            pool.result(pool.submit(1))
+        with pytest.raises(WorkerDied):
+            pool.result(pool.submit(2))
+    finally:
+        pool.close()
+
+
+def test_close_leaves_no_process_behind():
+    pool = Pool(2, pid_and_value)
+    pids = pool.pids()
+    pool.result(pool.submit(1))
+    pool.close()
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
