@@ -1,17 +1,45 @@
 """Opening an input file: one place that turns what the file system says into one-line reasons."""
 
+import io
 import os
 import stat
 from pathlib import Path
-from typing import IO
 
 from jobs.errors import InputError
 
 _MEGA = 1_000_000
 
 
-def open_input(path: str | Path, max_bytes: int | None = None) -> IO[bytes]:
+def open_input(path: str | Path, max_bytes: int | None = None) -> io.BufferedReader:
     """Open a regular, non-empty file for reading, or raise InputError saying why not."""
+    fd, _ = _open_checked(path, max_bytes)
+    return os.fdopen(fd, "rb")
+
+
+def read_small_input(path: str | Path, max_bytes: int, small_bytes: int) -> bytes | None:
+    """The whole content of a file of at most `small_bytes`, or None for a bigger one.
+
+    Checked as open_input checks. For small files (an MNIST PNG is ~300 bytes) a buffered file
+    object costs more than reading the file does.
+    """
+    fd, st = _open_checked(path, max_bytes)
+    try:
+        if st.st_size > small_bytes:
+            return None
+        parts = []
+        size = 0
+        while size < st.st_size:
+            part = os.read(fd, st.st_size - size)
+            if not part:
+                break  # shrank while we read: the decoder will report what is missing
+            parts.append(part)
+            size += len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _open_checked(path: str | Path, max_bytes: int | None) -> tuple[int, os.stat_result]:
     # O_NONBLOCK so a FIFO dropped in the folder cannot hang the job in open(); it has no
     # effect on regular files.
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
@@ -26,11 +54,12 @@ def open_input(path: str | Path, max_bytes: int | None = None) -> IO[bytes]:
     except OSError as exc:
         raise InputError(f"cannot open the file ({exc.strerror or 'I/O error'})") from None
     try:
-        _check(os.fstat(fd), max_bytes)
+        st = os.fstat(fd)
+        _check(st, max_bytes)
     except BaseException:
         os.close(fd)
         raise
-    return os.fdopen(fd, "rb")
+    return fd, st
 
 
 def _check(st: os.stat_result, max_bytes: int | None) -> None:

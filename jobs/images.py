@@ -7,6 +7,7 @@ adds the path.
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from jobs import fast_png
 from jobs.errors import InputError
-from jobs.files import open_input
+from jobs.files import open_input, read_small_input
 
 # Only the decoders a digit image plausibly needs; a file with a misleading suffix must not
 # reach an exotic plugin (EPS, FITS, PSD, ...). JPEG covers MPO, which phones write.
@@ -63,8 +65,14 @@ def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray
     side stays >= draft_side; that is several times faster for phone photos. Other formats are
     always decoded at full size.
     """
-    with open_input(path, MAX_FILE_BYTES) as fh:
-        return _decode(fh, draft_side)
+    data = read_small_input(path, MAX_FILE_BYTES, fast_png.MAX_BYTES)
+    if data is None:
+        with open_input(path, MAX_FILE_BYTES) as fh:
+            return _decode(fh, draft_side)
+    pixels = fast_png.decode(data, MAX_SIDE, MAX_PIXELS)
+    if pixels is not None:
+        return pixels
+    return _decode(io.BytesIO(data), draft_side)
 
 
 def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:
