@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-# How long close() waits for a worker to finish its task and leave before killing it.
+# How long close() waits for an idle worker to leave before killing it.
 _LEAVE_SECONDS = 5.0
 
 
@@ -62,13 +62,16 @@ class Pool:
         return [worker.process.pid for worker in workers if worker.process.pid is not None]
 
     def close(self) -> None:
-        """Stop every worker: idle ones at once, busy ones after their task, stuck ones killed."""
-        self._waiting.clear()
-        workers = self._idle + [worker for worker, _ in self._busy.values()]
+        """Stop every worker. Busy ones are killed: closing before the last result means the
+        run is being abandoned (an error, SIGTERM, Ctrl-C), and one photo can take seconds."""
+        idle, busy = self._idle, [worker for worker, _ in self._busy.values()]
         self._idle, self._busy = [], {}
-        for worker in workers:
+        self._waiting.clear()
+        for worker in busy:
+            worker.process.kill()
+        for worker in idle:
             worker.stop()
-        for worker in workers:
+        for worker in idle + busy:
             worker.join()
 
     def _dispatch(self) -> None:

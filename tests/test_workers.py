@@ -79,3 +79,16 @@ def test_close_leaves_no_process_behind():
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_closing_with_a_task_running_does_not_wait_for_it():
+    pool = Pool(1, sleep)
+    pool.submit(60)
+    time.sleep(0.2)
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < 5
