@@ -178,6 +178,7 @@ def merge(part_paths: Sequence[Path], out: Path, err: TextIO = sys.stderr) -> in
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     record.pop("seconds", None)
+    record.pop("decoder_processes", None)  # per part, not for the whole
     write_text(side_file(out, ".json"), json.dumps(record, indent=2) + "\n")
     print(f"digits merge: {len(parts)} parts, {rows:,} rows, {errors:,} errors -> {out}", file=err)
     return EXIT_SOME_FAILED if errors else EXIT_OK

@@ -150,7 +150,9 @@ def _run(opts: Options, err: TextIO) -> int:
             if counts.classified == 0 and counts.failed == 0 and shard is None:
                 outputs.discard()
                 return fail(f"no inputs found in {', '.join(opts.inputs)}")
-            outputs.commit(_record(opts, classifier, counts, started, clock, code))
+            record = _record(opts, classifier, counts, started, clock, code)
+            record["decoder_processes"] = len(pool.pids()) if pool else 0
+            outputs.commit(record)
         except TooManyErrors:
             progress.close()
             outputs.discard()

@@ -213,12 +213,15 @@ def test_committed_model_is_found_from_any_working_directory(tmp_path, images, e
 
 
 def test_streaming_with_a_pool_gives_the_same_rows_as_one_process(tmp_path, test_set):
-    write_pngs(tmp_path / "in", test_set[0][:600])
+    paths = write_pngs(tmp_path / "in", test_set[0][:2100])  # enough to start a pool
+    paths[7].write_bytes(paths[7].read_bytes()[:60])  # and a failure in the middle
     one = run(tmp_path / "in", tmp_path / "one.csv", "--workers", "1", "-q")
     two = run(tmp_path / "in", tmp_path / "two.csv", "--workers", "2", "-q")
-    assert one.returncode == two.returncode == 0, one.stderr + two.stderr
-    assert two.stderr == ""  # the pool's shutdown, too, stays silent
+    assert one.returncode == two.returncode == 3, one.stderr + two.stderr
+    assert json.loads((tmp_path / "one.json").read_text())["decoder_processes"] == 0
+    assert json.loads((tmp_path / "two.json").read_text())["decoder_processes"] == 2
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+    assert (tmp_path / "one.errors.csv").read_bytes() == (tmp_path / "two.errors.csv").read_bytes()
 
 
 # --- what goes wrong, and how it is reported -------------------------------------------------
