@@ -150,7 +150,10 @@ def _serve(conn: Connection, function: Callable[..., Any]) -> None:
             # The task's function reports bad inputs itself; an exception here is a bug or no
             # memory. Leaving closes the pipe, and the main process retries the files one by one.
             return
-        conn.send(result)
+        try:
+            conn.send(result)
+        except OSError:
+            return  # the main process is gone
 
 
 def _single_threaded() -> bool:
