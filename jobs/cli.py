@@ -5,7 +5,6 @@ lazily, so the slim runtime never pays for it and says how to get it when it is 
 """
 
 import importlib
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, NoReturn
@@ -13,6 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 
 import artifacts
+from jobs.cpus import usable_cpus
 from jobs.normalize import PREPROCESS_MODES
 from jobs.pipeline import Shard
 from jobs.run import EXIT_NOTHING_DONE, EXIT_USAGE, Options, run
@@ -99,7 +99,11 @@ def classify(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(min=1, help="Processes decoding images [default: number of CPUs]."),
+        typer.Option(
+            min=1,
+            help="Processes decoding images [default: the CPUs this process may use, "
+            "container CPU limit included].",
+        ),
     ] = None,
     shard: Annotated[
         str | None,
@@ -132,7 +136,7 @@ def classify(
         probabilities=probabilities,
         min_confidence=min_confidence,
         max_errors=max_errors,
-        workers=workers or os.cpu_count() or 1,
+        workers=workers or usable_cpus(),
         quiet=quiet,
         shard=parsed_shard,
     )

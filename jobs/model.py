@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import artifacts
+from jobs.cpus import usable_cpus
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -62,7 +63,7 @@ def load(path: Path, threads: int | None = None, spinning: bool = False) -> Clas
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or usable_cpus()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     # Batches are all one size: planning memory per shape only adds a second copy of the

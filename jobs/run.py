@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from jobs import model as model_loader
 from jobs import pipeline
+from jobs.cpus import usable_cpus
 from jobs.discover import find_inputs
 from jobs.output import OutputError, Outputs, check_writable, print_error, side_file
 from jobs.pipeline import Shard
@@ -34,7 +35,7 @@ class Options:
     probabilities: bool = False
     min_confidence: float | None = None
     max_errors: int | None = None
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=usable_cpus)
     quiet: bool = False
     shard: Shard | None = None
 
