@@ -153,3 +153,27 @@ def test_corrupt_image_data_is_reported_by_the_ordinary_path(tmp_path, pixels):
 def test_sizes_beyond_the_limits_are_left_to_the_ordinary_decoder():
     assert fast_png.decode(gray_png(np.zeros((4, 30), np.uint8)), 29, MAX_PIXELS) is None
     assert fast_png.decode(gray_png(np.zeros((10, 10), np.uint8)), MAX_SIDE, 99) is None
+
+
+def test_damaged_pngs_end_the_same_with_or_without_the_fast_path(tmp_path, monkeypatch):
+    # The oracle is the ordinary path: same pixels, or the same one-line error, for every file.
+    rng = np.random.default_rng(1)
+    samples = [path.read_bytes() for path in sorted(SAMPLES.glob("*.png"))]
+    real_decode = fast_png.decode
+
+    def outcome(path: Path, fast: bool) -> tuple[str, bytes | str]:
+        monkeypatch.setattr(fast_png, "decode", real_decode if fast else lambda *a: None)
+        try:
+            return "pixels", read_image(path).tobytes()
+        except InputError as e:
+            return "error", str(e)
+
+    for i in range(400):
+        data = bytearray(samples[i % len(samples)])
+        for _ in range(rng.integers(1, 4)):
+            data[rng.integers(0, len(data))] = rng.integers(0, 256)
+        if i % 5 == 0:
+            data = data[: rng.integers(8, len(data))]
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(bytes(data))
+        assert outcome(path, fast=True) == outcome(path, fast=False), path.name
