@@ -71,7 +71,7 @@ def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray
             return _decode(fh, draft_side)
     pixels = fast_png.decode(data, MAX_SIDE, MAX_PIXELS)
     if pixels is not None:
-        return pixels
+        return pixels if pixels.ndim == 2 else _composite_on_white(pixels.astype(np.uint16))
     return _decode(io.BytesIO(data), draft_side)
 
 

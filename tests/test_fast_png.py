@@ -108,7 +108,7 @@ def test_the_result_is_writable_like_every_other_decode(pixels):
 @pytest.mark.parametrize(
     "change",
     [
-        dict(colour=2),  # RGB
+        dict(colour=3),  # palette
         dict(depth=16),
         dict(interlace=1),
         dict(extra=chunk(b"tRNS", b"\x00\x00")),  # transparency: composited on white
@@ -118,7 +118,17 @@ def test_the_result_is_writable_like_every_other_decode(pixels):
         dict(extra=chunk(b"gAMA", b"\x00" * 3)),  # a length Pillow cannot parse
         dict(extra=chunk(b"zzZz", b"private")),
     ],
-    ids=["rgb", "16-bit", "interlaced", "tRNS", "eXIf", "text", "bad-crc", "bad-gAMA", "unknown"],
+    ids=[
+        "palette",
+        "16-bit",
+        "interlaced",
+        "tRNS",
+        "eXIf",
+        "text",
+        "bad-crc",
+        "bad-gAMA",
+        "unknown",
+    ],
 )
 def test_anything_unusual_is_left_to_the_ordinary_decoder(pixels, change):
     assert decode(gray_png(pixels, **change)) is None
@@ -155,20 +165,38 @@ def test_sizes_beyond_the_limits_are_left_to_the_ordinary_decoder():
     assert fast_png.decode(gray_png(np.zeros((10, 10), np.uint8)), MAX_SIDE, 99) is None
 
 
-def test_damaged_pngs_end_the_same_with_or_without_the_fast_path(tmp_path, monkeypatch):
-    # The oracle is the ordinary path: same pixels, or the same one-line error, for every file.
-    rng = np.random.default_rng(1)
-    samples = [path.read_bytes() for path in sorted(SAMPLES.glob("*.png"))]
-    real_decode = fast_png.decode
-
-    def outcome(path: Path, fast: bool) -> tuple[str, bytes | str]:
-        monkeypatch.setattr(fast_png, "decode", real_decode if fast else lambda *a: None)
+def outcome(path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool) -> tuple[str, bytes | str]:
+    """What read_image makes of `path`, with the fast path or with the ordinary path only."""
+    with monkeypatch.context() as patch:
+        if not fast:
+            patch.setattr(fast_png, "decode", lambda *args: None)
         try:
             return "pixels", read_image(path).tobytes()
         except InputError as e:
             return "error", str(e)
 
-    for i in range(400):
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA"])
+def test_colour_and_alpha_pngs_read_as_the_ordinary_path_reads_them(tmp_path, monkeypatch, mode):
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, (28, 33, len(mode)), dtype=np.uint8)
+    Image.fromarray(pixels, mode).save(tmp_path / "c.png")
+    data = (tmp_path / "c.png").read_bytes()
+    assert decode(data) is not None
+    fast = outcome(tmp_path / "c.png", monkeypatch, fast=True)
+    assert fast[0] == "pixels"
+    assert fast == outcome(tmp_path / "c.png", monkeypatch, fast=False)
+
+
+def test_damaged_pngs_end_the_same_with_or_without_the_fast_path(tmp_path, monkeypatch):
+    # The oracle is the ordinary path: same pixels, or the same one-line error, for every file.
+    rng = np.random.default_rng(1)
+    samples = [path.read_bytes() for path in sorted(SAMPLES.glob("*.png"))]
+    for mode in ("RGB", "RGBA", "LA"):
+        with Image.open(SAMPLES / "t10k-0000-label-7.png") as im:
+            im.convert(mode).save(tmp_path / f"{mode}.png")
+        samples.append((tmp_path / f"{mode}.png").read_bytes())
+    for i in range(600):
         data = bytearray(samples[i % len(samples)])
         for _ in range(rng.integers(1, 4)):
             data[rng.integers(0, len(data))] = rng.integers(0, 256)
@@ -176,4 +204,4 @@ def test_damaged_pngs_end_the_same_with_or_without_the_fast_path(tmp_path, monke
             data = data[: rng.integers(8, len(data))]
         path = tmp_path / f"{i}.png"
         path.write_bytes(bytes(data))
-        assert outcome(path, fast=True) == outcome(path, fast=False), path.name
+        assert outcome(path, monkeypatch, True) == outcome(path, monkeypatch, False), path.name
