@@ -110,6 +110,14 @@ def build_inputs(work: Path, png_count: int, sizes: list[int]) -> dict[str, tupl
         for i in range(png_count):
             Image.fromarray(images[i % len(images)]).save(folder / f"{i:07d}.png")
     cases[f"png-{png_count}"] = (folder, png_count)
+    # The same digits as RGB PNGs, as some tools save them: not a goal, but a user's folder.
+    rgb = work / f"png-rgb-{png_count}"
+    if not rgb.is_dir() or len(os.listdir(rgb)) != png_count:
+        shutil.rmtree(rgb, ignore_errors=True)
+        rgb.mkdir(parents=True)
+        for i in range(png_count):
+            Image.fromarray(images[i % len(images)]).convert("RGB").save(rgb / f"{i:07d}.png")
+    cases[f"png-rgb-{png_count}"] = (rgb, png_count)
     single = work / "single.png"
     if not single.exists():
         Image.fromarray(images[0]).save(single)
