@@ -1,8 +1,9 @@
 """classify-batch against the scripts a user would write instead: time, memory and the same digits.
 
-Builds the inputs from the MNIST test set (a folder of PNGs, one PNG, .npy files made by tiling
-the 10,000 test images), runs every tool as a subprocess, several times, interleaved, and prints
-a table, PASS/FAIL for each goal of issue 5, and whether the digits agree with the plain script:
+Builds the inputs from the MNIST test set (a folder of PNGs, the same as RGB PNGs, one PNG, .npy
+files made by tiling the 10,000 test images), runs every tool as a subprocess, several times,
+interleaved, and prints a table, PASS/FAIL for each goal of issue 5, and whether the digits agree
+with the plain script:
 
     MNIST_DATA_DIR=... python benchmarks/run.py [--quick] [--sizes 1000,10000] [--repeat 3]
 
