@@ -16,16 +16,16 @@ def open_input(path: str | Path, max_bytes: int | None = None) -> io.BufferedRea
     return os.fdopen(fd, "rb")
 
 
-def read_small_input(path: str | Path, max_bytes: int, small_bytes: int) -> bytes | None:
-    """The whole content of a file of at most `small_bytes`, or None for a bigger one.
+def read_input(path: str | Path, max_bytes: int, whole_up_to: int) -> bytes | io.BufferedReader:
+    """A file's content if it has at most `whole_up_to` bytes, else the file open for reading.
 
-    Checked as open_input checks. For small files (an MNIST PNG is ~300 bytes) a buffered file
-    object costs more than reading the file does.
+    Checked as open_input checks, with one open either way. For small files (an MNIST PNG is
+    ~300 bytes) a buffered file object costs more than reading the file does.
     """
     fd, st = _open_checked(path, max_bytes)
+    if st.st_size > whole_up_to:
+        return os.fdopen(fd, "rb")
     try:
-        if st.st_size > small_bytes:
-            return None
         parts = []
         size = 0
         while size < st.st_size:

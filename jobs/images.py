@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jobs import fast_png
 from jobs.errors import InputError
-from jobs.files import open_input, read_small_input
+from jobs.files import read_input
 
 # Only the decoders a digit image plausibly needs; a file with a misleading suffix must not
 # reach an exotic plugin (EPS, FITS, PSD, ...). JPEG covers MPO, which phones write.
@@ -65,14 +65,13 @@ def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray
     side stays >= draft_side; that is several times faster for phone photos. Other formats are
     always decoded at full size.
     """
-    data = read_small_input(path, MAX_FILE_BYTES, fast_png.MAX_BYTES)
-    if data is None:
-        with open_input(path, MAX_FILE_BYTES) as fh:
-            return _decode(fh, draft_side)
-    pixels = fast_png.decode(data, MAX_SIDE, MAX_PIXELS)
-    if pixels is not None:
-        return pixels if pixels.ndim == 2 else _composite_on_white(pixels.astype(np.uint16))
-    return _decode(io.BytesIO(data), draft_side)
+    content = read_input(path, MAX_FILE_BYTES, fast_png.MAX_BYTES)
+    if isinstance(content, bytes):
+        pixels = fast_png.decode(content, MAX_SIDE, MAX_PIXELS)
+        if pixels is not None:
+            return pixels if pixels.ndim == 2 else _composite_on_white(pixels.astype(np.uint16))
+    with io.BytesIO(content) if isinstance(content, bytes) else content as fh:
+        return _decode(fh, draft_side)
 
 
 def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:
