@@ -102,10 +102,6 @@ def _worth_a_pool(paths: Sequence[str]) -> bool:
     return False
 
 
-def close_pool(pool: Pool) -> None:
-    pool.close()
-
-
 def stream(
     sources: Sequence[Source],
     preprocess: str,
@@ -194,10 +190,10 @@ def _ordered(
 
     def drain_one() -> Iterator[Decoded]:
         ticket, piece = window.popleft()
-        if pool is not None and ticket is not None:
+        if ticket is not None:
             from jobs.workers import WorkerDied
 
-            assert isinstance(piece, tuple)
+            assert pool is not None and isinstance(piece, tuple)
             try:
                 yield pool.result(ticket)
             except WorkerDied:

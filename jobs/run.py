@@ -151,9 +151,8 @@ def _run(opts: Options, err: TextIO) -> int:
             if counts.classified == 0 and counts.failed == 0 and shard is None:
                 outputs.discard()
                 return fail(f"no inputs found in {', '.join(opts.inputs)}")
-            record = _record(opts, classifier, counts, started, clock, code)
-            record["decoder_processes"] = len(pool.pids()) if pool else 0
-            outputs.commit(record)
+            decoders = len(pool.pids()) if pool else 0
+            outputs.commit(_record(opts, classifier, counts, decoders, started, clock, code))
         except TooManyErrors:
             progress.close()
             outputs.discard()
@@ -167,7 +166,7 @@ def _run(opts: Options, err: TextIO) -> int:
             raise
     finally:
         if pool is not None:
-            pipeline.close_pool(pool)
+            pool.close()
 
     seconds = time.monotonic() - clock
     if counts.failed:
@@ -205,6 +204,7 @@ def _record(
     opts: Options,
     classifier: model_loader.Classifier,
     counts: Counts,
+    decoders: int,
     started: datetime,
     clock: float,
     code: int,
@@ -236,6 +236,7 @@ def _record(
             "skipped": counts.skipped,
             "for_review": counts.for_review,
         },
+        "decoder_processes": decoders,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - clock, 3),

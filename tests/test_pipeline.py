@@ -29,7 +29,7 @@ def test_a_killed_decoder_process_loses_no_input(tmp_path):
             assert piece.errors == []
             shown += piece.sources
     finally:
-        pipeline.close_pool(pool)
+        pool.close()
     assert shown == [s.shown for s in sources]
 
 
@@ -50,7 +50,7 @@ def test_a_few_big_photos_get_a_pool(tmp_path):
         paths.append(str(tmp_path / f"{i}.png"))
     pool = pipeline.start_pool(2, paths)
     assert pool is not None
-    pipeline.close_pool(pool)
+    pool.close()
 
 
 def test_every_worker_gets_several_tasks_of_a_small_folder():
