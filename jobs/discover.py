@@ -79,13 +79,13 @@ def find_inputs(inputs: Sequence[str]) -> Found:
         elif stat.S_ISREG(st.st_mode):
             name = os.path.basename(given)
             kind = kind_by_name(name) or kind_by_content(given)
-            found.sources.append(Source(given, given, kind, "", _reason(name, kind)))
+            found.sources.append(Source(given, given, kind, "", _reason(kind)))
         else:
             found.sources.append(_error(given, "not a regular file (device, socket or pipe)"))
     return found
 
 
-def _reason(name: str, kind: Kind) -> str:
+def _reason(kind: Kind) -> str:
     return NPZ_REASON if kind == "error" else ""
 
 
@@ -138,7 +138,7 @@ def _entries(folder: str, rel: str, seen: set[tuple[int, int]]) -> Iterator[Entr
             yield from _entries(entry.path, sub, seen)
         elif is_file:
             kind = None if entry.name.startswith(".") else kind_by_name(entry.name)
-            yield sub, entry.path, kind, _reason(entry.name, kind) if kind else ""
+            yield sub, entry.path, kind, _reason(kind) if kind else ""
         else:
             # Sockets, pipes and devices are skipped unopened: reading a FIFO would hang the job.
             yield sub, entry.path, None, ""
