@@ -19,13 +19,17 @@ WORKDIR /src
 # Only what `pip install .` needs (see .dockerignore): metadata first, then the packages.
 # README* and LICENSE* are globs so a checkout without them still builds (pyproject.toml always matches).
 COPY pyproject.toml README* LICENSE* ./
+# classify_batch/ links to jobs/, export/ and artifacts/ (see pyproject.toml): copy all four.
+COPY classify_batch/ classify_batch/
 COPY jobs/ jobs/
 COPY export/ export/
 COPY artifacts/ artifacts/
 # Runtime dependencies only: no [train] extra, so no TensorFlow. All of them ship wheels.
-# The installers themselves are not needed at run time: drop them from the venv (~25 MB).
+# The training code is useless without TensorFlow: it leaves the image, and `digits train` there
+# says in one line how to get it. The installers are not needed at run time either (~25 MB).
 RUN pip install --no-cache-dir . \
-    && python -c "import jobs, artifacts" \
+    && rm -r "$(python -c 'import classify_batch, os; print(os.path.dirname(classify_batch.__file__))')/export" \
+    && python -c "import classify_batch.jobs.run, classify_batch.artifacts, classify_batch.cli" \
     && python -m pip uninstall --yes --quiet pip setuptools
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from jobs import model as model_loader
+from classify_batch.jobs import model as model_loader
 
 HERE = Path(__file__).resolve().parent
 FLOAT_MODEL = HERE.parent / "artifacts" / "model.onnx"

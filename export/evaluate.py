@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-import artifacts
-from export.mnist_data import DataError, load_test_set
-from jobs import model as model_loader
+from classify_batch import artifacts
+from classify_batch.contract import ExitCode
+from classify_batch.export.mnist_data import DataError, load_test_set
+from classify_batch.jobs import model as model_loader
 
 # The card's figure is printed with 4 decimals; anything further off is a different model or data.
 TOLERANCE = 1e-4
@@ -55,7 +56,7 @@ def evaluate_command(model_path: Path | None, report: Path | None) -> int:
         images, labels, _ = load_test_set()
     except (model_loader.ModelError, DataError) as e:
         print(f"digits evaluate: {e}", file=sys.stderr)
-        return 1
+        return ExitCode.NOTHING_DONE
     result = run(classifier, images, labels)
     card = card_for(path)
     print(f"model: {path} (sha256 {classifier.sha256[:12]}...)")
@@ -81,15 +82,15 @@ def evaluate_command(model_path: Path | None, report: Path | None) -> int:
         )
     if report is not None:
         try:
-            from export.report import history_beside, write_report
+            from classify_batch.export.report import history_beside, write_report
         except ModuleNotFoundError as e:
             message = f"--report needs {e.name}: pip install 'classify-batch[train]'"
             print(f"digits evaluate: {message}", file=sys.stderr)
-            return 1
+            return ExitCode.NOTHING_DONE
         try:
             index = write_report(result, card, report, history_beside(path))
         except OSError as e:
             print(f"digits evaluate: cannot write the report to {report}: {e}", file=sys.stderr)
-            return 1
+            return ExitCode.NOTHING_DONE
         print(f"report: {index}")
-    return 1 if mismatch else 0
+    return ExitCode.NOTHING_DONE if mismatch else ExitCode.OK

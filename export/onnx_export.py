@@ -1,29 +1,26 @@
 """Keras model -> self-describing ONNX model, trusted only after it matches Keras on real data."""
 
-import json
-import os
 from dataclasses import dataclass
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf2onnx  # noqa: E402
-
-from export.train import preprocess  # noqa: E402
+from classify_batch.contract import (
+    DIGIT,
+    IMAGE_SIDE,
+    INPUT_CONTRACT,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    PROBABILITIES,
+)
+from classify_batch.export.train import preprocess
 
 OPSET = 17
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("probabilities", "digit")
 PROBABILITY_TOLERANCE = 1e-4
-INPUT_CONTRACT = (
-    "uint8 [batch, 28, 28], grayscale, white ink (255) on black (0), the digit scaled to fit "
-    "20x20 and centred by centre of mass, as MNIST; preprocessing (cast, /255 - 0.5, flatten) is "
-    "inside the graph"
-)
 
 
 class ExportGateError(Exception):
@@ -33,15 +30,15 @@ class ExportGateError(Exception):
 def to_onnx(model: keras.Model) -> onnx.ModelProto:
     # from_keras breaks on Keras 3 (KeyError 'keras_tensor_N'); a tf.function over the model works
     # and lets the tutorial's preprocessing and the argmax travel inside the graph.
-    signature = [tf.TensorSpec([None, 28, 28], tf.uint8, name=INPUT_NAME)]
+    signature = [tf.TensorSpec([None, IMAGE_SIDE, IMAGE_SIDE], tf.uint8, name=INPUT_NAME)]
 
     @tf.function(input_signature=signature)
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         x = tf.reshape(tf.cast(images, tf.float32) / 255.0 - 0.5, [-1, 784])
         probabilities = model(x, training=False)
         return {
-            "probabilities": tf.identity(probabilities, name="probabilities"),
-            "digit": tf.argmax(probabilities, axis=1, output_type=tf.int64, name="digit"),
+            PROBABILITIES: tf.identity(probabilities, name=PROBABILITIES),
+            DIGIT: tf.argmax(probabilities, axis=1, output_type=tf.int64, name=DIGIT),
         }
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=OPSET)
@@ -84,19 +81,15 @@ def _canonicalize(proto: onnx.ModelProto) -> None:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
 
 
-def describe(proto: onnx.ModelProto, metadata: dict[str, object]) -> None:
+def describe(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
     """Attach what a runtime in another language needs, as string metadata_props."""
     proto.doc_string = "Handwritten digit classifier (MNIST), a fully connected ANN. " + (
         "Input: " + INPUT_CONTRACT
     )
     proto.model_version = 1
     del proto.metadata_props[:]
-    entries = {"input_contract": INPUT_CONTRACT, **metadata}
-    for key in sorted(entries):
-        value = entries[key]
-        prop = proto.metadata_props.add()
-        prop.key = key
-        prop.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    for key in sorted(metadata):
+        proto.metadata_props.add(key=key, value=metadata[key])
 
 
 @dataclass(frozen=True)

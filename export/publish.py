@@ -13,14 +13,22 @@ import onnx
 import tensorflow as tf
 import tf2onnx
 
-from export import onnx_export
-from export.mnist_data import FULL_TRAIN_COUNT, MnistData
-from export.presets import Preset
-from export.quantize import AGREEMENT_BAR, quantize
-from export.train import History, build_model
-from jobs import atomic
-
-LABELS = [str(d) for d in range(10)]
+from classify_batch.contract import (
+    INK,
+    INPUT_CONTRACT,
+    INPUT_DTYPE,
+    INPUT_NAME,
+    INPUT_SHAPE,
+    LABELS,
+    OUTPUT_NAMES,
+    OUTPUT_TYPES,
+)
+from classify_batch.export import onnx_export
+from classify_batch.export.mnist_data import FULL_TRAIN_COUNT, MnistData
+from classify_batch.export.presets import Preset
+from classify_batch.export.quantize import AGREEMENT_BAR, quantize
+from classify_batch.export.train import History, build_model
+from classify_batch.jobs import atomic
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,54 @@ def data_card(data: MnistData) -> dict[str, Any]:
     }
 
 
+def model_card(
+    model: keras.Model,
+    preset: Preset,
+    data: MnistData,
+    accuracy: float,
+    per_digit: dict[str, float],
+) -> dict[str, Any]:
+    """The model card: what the model is, how it was made, what it was measured to do."""
+    train_count = f"{len(data.train_images):,} of {FULL_TRAIN_COUNT:,}"
+    return {
+        "name": "classify-batch digits ANN",
+        "model": "model.onnx",
+        "keras_model": "model.keras",
+        "preset": preset.name,
+        "recipe": preset.as_dict(),
+        "architecture": f"784-{'-'.join(map(str, preset.hidden))}-10 ANN, ReLU, softmax"
+        + (f", dropout {preset.dropout}" if preset.dropout else ""),
+        "parameters": int(model.count_params()),
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": INPUT_DTYPE,
+            "shape": list(INPUT_SHAPE),
+            "ink": INK,
+            "contract": INPUT_CONTRACT,
+        },
+        "outputs": list(OUTPUT_NAMES),
+        "output_types": dict(OUTPUT_TYPES),
+        "labels": list(LABELS),
+        "test_accuracy": accuracy,
+        "test_accuracy_per_digit": per_digit,
+        "test_accuracy_note": f"official MNIST test set (10,000), trained on {train_count} images",
+        "data": data_card(data),
+        "versions": versions(),
+    }
+
+
+def card_metadata(card: dict[str, Any]) -> dict[str, str]:
+    """ONNX metadata_props from the card: its input section flattened to input_name, input_dtype,
+    input_shape, input_ink and input_contract (what another runtime reads first), every other
+    field under its own name; values that are not strings as JSON."""
+    fields = {f"input_{key}": value for key, value in card["input"].items()}
+    fields.update((key, value) for key, value in card.items() if key != "input")
+    return {
+        key: value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        for key, value in sorted(fields.items())
+    }
+
+
 def publish(
     model: keras.Model,
     preset: Preset,
@@ -73,74 +129,30 @@ def publish(
     check = onnx_export.gate(model, proto.SerializeToString(), data.test_images)
     _, digits = onnx_export.onnx_predict(proto.SerializeToString(), data.test_images)
     accuracy = float((digits == data.test_labels).mean())
-    per_digit = per_digit_accuracy(digits, data.test_labels)
-    train_count = f"{len(data.train_images):,} of {FULL_TRAIN_COUNT:,}"
-
-    onnx_export.describe(
-        proto,
-        {
-            "preset": preset.name,
-            "seed": str(preset.seed),
-            "recipe": preset.as_dict(),
-            "input_name": onnx_export.INPUT_NAME,
-            "input_shape": ["batch", 28, 28],
-            "input_dtype": "uint8",
-            "ink": "white-on-black",
-            "outputs": list(onnx_export.OUTPUT_NAMES),
-            "labels": LABELS,
-            "test_accuracy": f"{accuracy:.4f}",
-            "test_accuracy_note": f"official MNIST test set, trained on {train_count} images",
-            "train_images": str(len(data.train_images)),
-            "train_data_sha256": dict(sorted(data.sha256.items())),
-            "versions": versions(),
-        },
-    )
+    card = model_card(model, preset, data, accuracy, per_digit_accuracy(digits, data.test_labels))
+    card["parity"] = {
+        "images": check.images,
+        "digit_mismatches": check.digit_mismatches,
+        "max_probability_diff": check.max_probability_diff,
+        "tolerance": onnx_export.PROBABILITY_TOLERANCE,
+    }
+    # The ONNX file describes itself with the card, as it stands before the file's own bytes
+    # (and what depends on them) exist.
+    onnx_export.describe(proto, card_metadata(card))
     onnx.checker.check_model(proto, full_check=True)
     model_bytes = proto.SerializeToString()
     sha = hashlib.sha256(model_bytes).hexdigest()
     int8 = quantize(proto, data.test_images, data.test_labels)
-
-    card = {
-        "name": "classify-batch digits ANN",
-        "model": "model.onnx",
-        "onnx_sha256": sha,
-        "keras_model": "model.keras",
-        "preset": preset.name,
-        "recipe": preset.as_dict(),
-        "architecture": f"784-{'-'.join(map(str, preset.hidden))}-10 ANN, ReLU, softmax"
-        + (f", dropout {preset.dropout}" if preset.dropout else ""),
-        "parameters": int(model.count_params()),
-        "input": {
-            "name": onnx_export.INPUT_NAME,
-            "dtype": "uint8",
-            "shape": ["batch", 28, 28],
-            "contract": onnx_export.INPUT_CONTRACT,
-        },
-        "outputs": {
-            "probabilities": "float32 [batch, 10]",
-            "digit": "int64 [batch]",
-        },
-        "labels": LABELS,
-        "test_accuracy": accuracy,
-        "test_accuracy_per_digit": per_digit,
-        "test_accuracy_note": f"official MNIST test set (10,000), trained on {train_count} images",
-        "data": data_card(data),
-        "parity": {
-            "images": check.images,
-            "digit_mismatches": check.digit_mismatches,
-            "max_probability_diff": check.max_probability_diff,
-            "tolerance": onnx_export.PROBABILITY_TOLERANCE,
-        },
-        "int8": {
-            "model": "model.int8.onnx" if int8.offered else None,
-            "sha256": hashlib.sha256(int8.model_bytes).hexdigest() if int8.offered else None,
-            "agreement_with_fp32": int8.agreement,
-            "agreement_bar": AGREEMENT_BAR,
-            "test_accuracy": int8.accuracy,
-        },
-        "versions": versions(),
-        "training_seconds": None if training_seconds is None else round(training_seconds, 1),
+    card["onnx_sha256"] = sha
+    card["int8"] = {
+        "model": "model.int8.onnx" if int8.offered else None,
+        "sha256": hashlib.sha256(int8.model_bytes).hexdigest() if int8.offered else None,
+        "agreement_with_fp32": int8.agreement,
+        "agreement_bar": AGREEMENT_BAR,
+        "test_accuracy": int8.accuracy,
     }
+    # Wall-clock time differs between identical trainings, so it stays out of the ONNX bytes.
+    card["training_seconds"] = None if training_seconds is None else round(training_seconds, 1)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if history is not None:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from export import onnx_export
+from classify_batch.export import onnx_export
 
 AGREEMENT_BAR = 0.999
 

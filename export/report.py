@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-import artifacts
-from export.evaluate import TOLERANCE, Evaluation
-from jobs.atomic import write_bytes, write_text
+from classify_batch import artifacts
+from classify_batch.export.evaluate import TOLERANCE, Evaluation
+from classify_batch.jobs.atomic import write_bytes, write_text
 
 import matplotlib  # isort: skip
 

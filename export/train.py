@@ -1,17 +1,14 @@
 """Train the fully connected ANN, readable top to bottom: data in, Keras model and history out."""
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from export.presets import Preset  # noqa: E402
+from classify_batch.export.presets import Preset
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:

@@ -5,9 +5,11 @@ import sys
 import time
 from pathlib import Path
 
-from export.mnist_data import DataError, MnistData, load_mnist
-from export.onnx_export import ExportGateError
-from export.presets import PRESETS, Preset
+from classify_batch.contract import ExitCode
+from classify_batch.export.logs import quiet_logs
+from classify_batch.export.mnist_data import DataError, MnistData, load_mnist
+from classify_batch.export.onnx_export import ExportGateError
+from classify_batch.export.presets import PRESETS, Preset
 
 
 def _say(message: str) -> None:
@@ -31,17 +33,19 @@ def train_command(
     epochs: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
+    verbose: bool = False,
 ) -> int:
     if preset_name not in PRESETS:
         _say(f"digits train: unknown preset {preset_name!r} (choose from {', '.join(PRESETS)})")
-        return 2
+        return ExitCode.USAGE
+    quiet_logs(verbose)
     preset = PRESETS[preset_name].with_overrides(epochs=epochs, batch_size=batch_size, seed=seed)
     data = _load_data()
     if data is None:
-        return 1
+        return ExitCode.NOTHING_DONE
     # Imported here: TensorFlow's start-up is paid only once the data is known to be there.
-    from export.publish import publish
-    from export.train import train
+    from classify_batch.export.publish import publish
+    from classify_batch.export.train import train
 
     _say(f"training preset {preset.name}: {preset.as_dict()}")
     started = time.perf_counter()
@@ -53,17 +57,18 @@ def train_command(
         published = publish(model, preset, data, out, history, training_seconds=seconds)
     except ExportGateError as e:
         _say(f"digits train: {e}")
-        return 1
+        return ExitCode.NOTHING_DONE
     _say(
         f"trained {preset.name} in {seconds:.0f}s: test accuracy {published.test_accuracy:.2%} "
         f"on the official test set (trained on {len(data.train_images):,} of 60,000 images); "
         f"ONNX parity: {published.parity.summary()}; wrote {published.onnx_path} "
         f"(sha256 {published.onnx_sha256[:12]}...)"
     )
-    return 0
+    return ExitCode.OK
 
 
-def export_command(keras_path: Path, out: Path) -> int:
+def export_command(keras_path: Path, out: Path, verbose: bool = False) -> int:
+    quiet_logs(verbose)
     card_path = keras_path.with_name("model.json")
     try:
         card = json.loads(card_path.read_text())
@@ -71,23 +76,23 @@ def export_command(keras_path: Path, out: Path) -> int:
         preset = Preset(**{**recipe, "hidden": tuple(recipe["hidden"])})
     except (OSError, KeyError, TypeError, ValueError) as e:
         _say(f"digits export: {card_path}: need the model card (with its recipe) beside it ({e})")
-        return 1
+        return ExitCode.NOTHING_DONE
     data = _load_data()
     if data is None:
-        return 1
+        return ExitCode.NOTHING_DONE
     import keras
 
-    from export.publish import publish
+    from classify_batch.export.publish import publish
 
     try:
         model = keras.models.load_model(keras_path, compile=False)
     except (OSError, ValueError) as e:
         _say(f"digits export: {keras_path}: cannot load the Keras model ({e})")
-        return 1
+        return ExitCode.NOTHING_DONE
     try:
         published = publish(model, preset, data, out, training_seconds=card.get("training_seconds"))
     except ExportGateError as e:
         _say(f"digits export: {e}")
-        return 1
+        return ExitCode.NOTHING_DONE
     _say(f"exported {published.onnx_path}: {published.parity.summary()}")
-    return 0
+    return ExitCode.OK

@@ -1,11 +1,7 @@
-"""The batch job: find inputs, decode them to uint8 28x28 arrays, classify them, write the CSV.
+"""The batch job, in flow order: inputs are found (discover, files), decoded to uint8 28x28
+(images, fast_png, arrays, normalize, decode, workers, pipeline), classified (model) and written
+(output, atomic), one run at a time (run); merge and show are tools beside it.
 
-Nothing in this package may import TensorFlow: it is the slim runtime that `pip install .` gives.
+Nothing here may import TensorFlow or classify_batch.export: this is the slim runtime that
+`pip install .` gives, and tests/test_layout.py holds it to that.
 """
-
-import os
-
-# numpy does no matrix work here and onnxruntime has its own threads, so OpenBLAS's idle thread
-# pool is only a cost: with no other thread, the decode pool may fork (fast) instead of starting
-# from a forkserver. Set before numpy is first imported; an explicit setting is respected.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -11,8 +11,8 @@ from typing import IO
 
 import numpy as np
 
-from jobs.errors import InputError
-from jobs.files import open_input
+from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.files import open_input
 
 NPY_MAGIC = b"\x93NUMPY"
 IDX_IMAGES_MAGIC = b"\x00\x00\x08\x03"  # unsigned bytes, three dimensions

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.errors import InputError
-from jobs.images import read_image
-from jobs.normalize import PREPROCESS_MODES, WORK_SIDE, normalize_rows, to_mnist
+from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.images import read_image
+from classify_batch.jobs.normalize import PREPROCESS_MODES, WORK_SIDE, normalize_rows, to_mnist
 
 
 @dataclass

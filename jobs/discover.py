@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from jobs.arrays import GZIP_MAGIC, IDX_IMAGES_MAGIC, NPY_MAGIC
-from jobs.images import IMAGE_SUFFIXES
+from classify_batch.jobs.arrays import GZIP_MAGIC, IDX_IMAGES_MAGIC, NPY_MAGIC
+from classify_batch.jobs.images import IMAGE_SUFFIXES
 
 # "error": a path that could not even be looked at; it keeps its place in the order, so a
 # sharded run reports it exactly once and a merge puts it where a single run would.

@@ -5,7 +5,7 @@ import os
 import stat
 from pathlib import Path
 
-from jobs.errors import InputError
+from classify_batch.jobs.errors import InputError
 
 _MEGA = 1_000_000
 

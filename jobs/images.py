@@ -16,9 +16,9 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from jobs import fast_png
-from jobs.errors import InputError
-from jobs.files import read_input
+from classify_batch.jobs import fast_png
+from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.files import read_input
 
 # Only the decoders a digit image plausibly needs; a file with a misleading suffix must not
 # reach an exotic plugin (EPS, FITS, PSD, ...). JPEG covers MPO, which phones write.

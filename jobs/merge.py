@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from jobs.atomic import AtomicFile, write_text
-from jobs.output import ERROR_HEADER, OutputError, check_writable, side_file
-from jobs.run import EXIT_NOTHING_DONE, EXIT_OK, EXIT_SOME_FAILED
+from classify_batch.contract import ExitCode
+from classify_batch.jobs.atomic import AtomicFile, write_text
+from classify_batch.jobs.output import ERROR_HEADER, OutputError, check_writable, side_file
 
 
 class MergeError(Exception):
@@ -148,7 +148,7 @@ def merge(part_paths: Sequence[Path], out: Path, err: TextIO = sys.stderr) -> in
         count = _check_together(parts)
     except (MergeError, OutputError) as e:
         print(f"digits merge: {e}", file=err)
-        return EXIT_NOTHING_DONE
+        return ExitCode.NOTHING_DONE
 
     records = [p.record for p in parts]
     key = order_key(records[0]["inputs"])
@@ -168,7 +168,7 @@ def merge(part_paths: Sequence[Path], out: Path, err: TextIO = sys.stderr) -> in
     totals["skipped"] = records[0]["counts"]["skipped"]
     record = {
         **records[0],
-        "exit_code": EXIT_SOME_FAILED if errors else EXIT_OK,
+        "exit_code": ExitCode.SOME_FAILED if errors else ExitCode.OK,
         "output": str(out),
         "options": {**records[0]["options"], "shard": None},
         "merged_from": [str(p) for p in csvs],
@@ -181,4 +181,4 @@ def merge(part_paths: Sequence[Path], out: Path, err: TextIO = sys.stderr) -> in
     record.pop("decoder_processes", None)  # per part, not for the whole
     write_text(side_file(out, ".json"), json.dumps(record, indent=2) + "\n")
     print(f"digits merge: {len(parts)} parts, {rows:,} rows, {errors:,} errors -> {out}", file=err)
-    return EXIT_SOME_FAILED if errors else EXIT_OK
+    return ExitCode.SOME_FAILED if errors else ExitCode.OK

@@ -8,15 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-import artifacts
-from jobs.cpus import usable_cpus
+from classify_batch import artifacts
+from classify_batch.contract import INPUT_NAME, MODEL_ENV, OUTPUT_NAMES
+from classify_batch.jobs.cpus import usable_cpus
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("probabilities", "digit")
-MODEL_ENV = "CLASSIFY_MODEL"
 
 
 class ModelError(Exception):

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from jobs.errors import InputError
+from classify_batch.contract import IMAGE_SIDE, PREPROCESS_MODES
+from classify_batch.jobs.errors import InputError
 
-PREPROCESS_MODES: tuple[str, ...] = ("auto", "mnist", "none")
-
-MNIST_SIDE = 28
+MNIST_SIDE = IMAGE_SIDE
 BOX_SIDE = 20
 # Centre of mass of MNIST digits in (row, col) pixel indices: measured mean is (13.99, 14.01).
 CENTRE = 14.0

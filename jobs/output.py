@@ -11,8 +11,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from jobs import atomic
-from jobs.atomic import AtomicFile
+from classify_batch.jobs import atomic
+from classify_batch.jobs.atomic import AtomicFile
 
 HEADER = ["source", "index", "digit", "confidence"]
 PROBABILITY_COLUMNS = [f"p{d}" for d in range(10)]

@@ -14,15 +14,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jobs.arrays import ArrayFile, IdxFile, NpyFile
-from jobs.decode import Decoded, decode_files, decode_rows
-from jobs.discover import Source
-from jobs.errors import InputError
+from classify_batch.jobs.arrays import ArrayFile, IdxFile, NpyFile
+from classify_batch.jobs.decode import Decoded, decode_files, decode_rows
+from classify_batch.jobs.discover import Source
+from classify_batch.jobs.errors import InputError
 
 if TYPE_CHECKING:
     # Imported where a pool is started: a run without one (a few files, arrays) never pays
     # for multiprocessing's imports, a noticeable part of a single image's start-up.
-    from jobs.workers import Pool
+    from classify_batch.jobs.workers import Pool
 
 # The most files in one decode task: fewer, bigger tasks cost the main process less to hand out
 # and collect (measured: 256 beats 128 and ties 512 on 10,000 MNIST PNGs).
@@ -72,7 +72,7 @@ def start_pool(workers: int, image_paths: Sequence[str]) -> Pool | None:
     """
     if workers <= 1 or not _worth_a_pool(image_paths):
         return None
-    from jobs.workers import Pool
+    from classify_batch.jobs.workers import Pool
 
     return Pool(workers, decode_files)
 
@@ -191,7 +191,7 @@ def _ordered(
     def drain_one() -> Iterator[Decoded]:
         ticket, piece = window.popleft()
         if ticket is not None:
-            from jobs.workers import WorkerDied
+            from classify_batch.jobs.workers import WorkerDied
 
             assert pool is not None and isinstance(piece, tuple)
             try:
@@ -221,7 +221,7 @@ def _ordered(
 
 
 def _isolate(pool: Pool, files: list[tuple], preprocess: str) -> Iterator[Decoded]:
-    from jobs.workers import WorkerDied
+    from classify_batch.jobs.workers import WorkerDied
 
     for path, shown in files:
         try:

@@ -1,29 +1,24 @@
 """One run of the job: check the output, find inputs, classify them in order, commit the files."""
 
-import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from jobs import model as model_loader
-from jobs import pipeline
-from jobs.cpus import usable_cpus
-from jobs.discover import find_inputs
-from jobs.output import OutputError, Outputs, check_writable, print_error, side_file
-from jobs.pipeline import Shard
-from jobs.progress import Progress
+from classify_batch.contract import ExitCode, package_version
+from classify_batch.jobs import model as model_loader
+from classify_batch.jobs import pipeline
+from classify_batch.jobs.cpus import usable_cpus
+from classify_batch.jobs.discover import find_inputs
+from classify_batch.jobs.output import OutputError, Outputs, check_writable, print_error, side_file
+from classify_batch.jobs.pipeline import Shard
+from classify_batch.jobs.progress import Progress
 
-EXIT_OK = 0
-EXIT_NOTHING_DONE = 1
-EXIT_USAGE = 2
-EXIT_SOME_FAILED = 3
 # onnxruntime's best throughput for this model on two cores, and the run's memory stays small.
 MAX_BATCH = 1024
-DIST_NAME = "classify_batch"
 
 
 @dataclass
@@ -35,7 +30,8 @@ class Options:
     probabilities: bool = False
     min_confidence: float | None = None
     max_errors: int | None = None
-    workers: int = field(default_factory=usable_cpus)
+    precision: str = "fp32"
+    workers: int | None = None  # None: the usable CPUs
     quiet: bool = False
     shard: Shard | None = None
 
@@ -50,29 +46,6 @@ class Counts:
 
 class TooManyErrors(Exception):
     pass
-
-
-def package_version() -> str:
-    # The installed metadata's folder name holds the version (name-version.dist-info): a glance
-    # at site-packages instead of importlib.metadata, whose imports cost ~10 ms when nothing else
-    # has loaded them (typer's pydantic does today, a leaner command line would not).
-    for folder in sys.path:
-        if os.path.basename(folder) not in ("site-packages", "dist-packages"):
-            continue
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            stem, dot, kind = name.partition(".dist-info")
-            if dot and not kind and stem.startswith(DIST_NAME + "-"):
-                return stem[len(DIST_NAME) + 1 :]
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("classify-batch")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def run(opts: Options, err: TextIO = sys.stderr) -> int:
@@ -90,7 +63,7 @@ def _run(opts: Options, err: TextIO) -> int:
 
     def fail(message: str) -> int:
         print(f"classify-batch: {message}", file=err)
-        return EXIT_NOTHING_DONE
+        return ExitCode.NOTHING_DONE
 
     if opts.out != "-":
         try:
@@ -98,13 +71,14 @@ def _run(opts: Options, err: TextIO) -> int:
         except OutputError as e:
             return fail(str(e))
 
+    workers = _workers(opts.workers, err)
     found = find_inputs(opts.inputs)
     shard = opts.shard
     images = [s for s in found.sources if s.kind == "image" and (not shard or shard.owns_file(s))]
     if not found.sources:
         return fail(f"no inputs found in {', '.join(opts.inputs)} ({len(found.skipped)} skipped)")
 
-    pool = pipeline.start_pool(opts.workers, [s.path for s in images])
+    pool = pipeline.start_pool(workers, [s.path for s in images])
     try:
         # Started before the model loads, so the decoders are busy meanwhile.
         stream = pipeline.stream(
@@ -112,8 +86,8 @@ def _run(opts: Options, err: TextIO) -> int:
             opts.preprocess,
             pool,
             opts.shard,
-            opts.workers,
-            pipeline.files_per_task(len(images), opts.workers if pool else 1),
+            workers,
+            pipeline.files_per_task(len(images), workers if pool else 1),
         )
         try:
             # With decoder processes on every core, inference (2% of the work for images) gets
@@ -146,13 +120,15 @@ def _run(opts: Options, err: TextIO) -> int:
                 progress.update(piece.files, len(piece.images))
             counts.for_review = outputs.review_count
             progress.close()
-            code = EXIT_SOME_FAILED if counts.failed else EXIT_OK
+            code = ExitCode.SOME_FAILED if counts.failed else ExitCode.OK
             # A shard may own nothing of a small input: its empty part still counts for merge.
             if counts.classified == 0 and counts.failed == 0 and shard is None:
                 outputs.discard()
                 return fail(f"no inputs found in {', '.join(opts.inputs)}")
             decoders = len(pool.pids()) if pool else 0
-            outputs.commit(_record(opts, classifier, counts, decoders, started, clock, code))
+            outputs.commit(
+                _record(opts, classifier, counts, workers, decoders, started, clock, code)
+            )
         except TooManyErrors:
             progress.close()
             outputs.discard()
@@ -196,6 +172,18 @@ def _record_error(
         print_error(source, index, reason)
 
 
+def _workers(asked: int | None, err: TextIO) -> int:
+    # More decoders than CPUs only share the same cores (300 on 2 ran six times slower) and can
+    # hit the process limit; a note says so instead of obeying.
+    cpus = usable_cpus()
+    if asked is None:
+        return cpus
+    if asked > cpus:
+        print(f"classify-batch: --workers {asked} capped to {cpus}, the CPUs usable here", file=err)
+        return cpus
+    return asked
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -204,6 +192,7 @@ def _record(
     opts: Options,
     classifier: model_loader.Classifier,
     counts: Counts,
+    workers: int,
     decoders: int,
     started: datetime,
     clock: float,
@@ -219,12 +208,14 @@ def _record(
             "sha256": classifier.sha256,
             "version": classifier.version,
             "preset": meta.get("preset"),
-            "test_accuracy": meta.get("test_accuracy"),
+            "test_accuracy": _number(meta.get("test_accuracy")),
         },
         "inputs": list(opts.inputs),
         "output": opts.out,
         "options": {
             "preprocess": opts.preprocess,
+            "precision": opts.precision,
+            "workers": workers,
             "probabilities": opts.probabilities,
             "min_confidence": opts.min_confidence,
             "max_errors": opts.max_errors,
@@ -241,3 +232,10 @@ def _record(
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - clock, 3),
     }
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None

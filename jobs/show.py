@@ -15,16 +15,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from jobs import model as model_loader
-from jobs.arrays import ArrayFile, IdxFile, NpyFile
-from jobs.atomic import write_bytes
-from jobs.decode import decode_files, decode_rows
-from jobs.discover import Source, find_inputs
-from jobs.errors import InputError
-from jobs.images import PILLOW_FORMATS, read_image
-from jobs.normalize import PREPROCESS_MODES
+from classify_batch.contract import PREPROCESS_MODES, ExitCode
+from classify_batch.jobs import model as model_loader
+from classify_batch.jobs.arrays import ArrayFile, IdxFile, NpyFile
+from classify_batch.jobs.atomic import write_bytes
+from classify_batch.jobs.decode import decode_files, decode_rows
+from classify_batch.jobs.discover import Source, find_inputs
+from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.images import PILLOW_FORMATS, read_image
 
-EXIT_OK, EXIT_NOTHING_DONE, EXIT_USAGE = 0, 1, 2
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 SIDE = 140  # each of the two pictures in a cell; the 28x28 is enlarged 5x exactly
@@ -63,16 +62,16 @@ class Cell:
 def show_command(
     inputs: list[str], out: Path, model: Path | None, preprocess: str, limit: int
 ) -> int:
-    def fail(message: str, code: int = EXIT_NOTHING_DONE) -> int:
+    def fail(message: str, code: int = ExitCode.NOTHING_DONE) -> int:
         print(f"digits show: {message}", file=sys.stderr)
         return code
 
     if preprocess not in PREPROCESS_MODES:
         modes = ", ".join(PREPROCESS_MODES)
-        return fail(f"--preprocess must be one of {modes} (got {preprocess!r})", EXIT_USAGE)
+        return fail(f"--preprocess must be one of {modes} (got {preprocess!r})", ExitCode.USAGE)
     image_format = FORMATS.get(out.suffix.lower())
     if image_format is None:
-        return fail(f"--out {out}: name a .png, .jpg or .webp file", EXIT_USAGE)
+        return fail(f"--out {out}: name a .png, .jpg or .webp file", ExitCode.USAGE)
     if not out.parent.is_dir() or out.is_dir():
         return fail(f"--out {out}: need a file in an existing folder")
 
@@ -93,8 +92,8 @@ def show_command(
         return fail(f"cannot write {out}: {e.strerror or e}")
     failed = sum(cell.error is not None for cell in cells)
     shown = f"{len(cells)} input{'' if len(cells) == 1 else 's'}" + (" (--limit)" if more else "")
-    print(f"digits show: {shown}, {failed} failed -> {out}")
-    return EXIT_OK
+    print(f"digits show: {shown}, {failed} failed -> {out}", file=sys.stderr)
+    return ExitCode.OK
 
 
 # --- gathering the cells ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs import model as model_loader
+from classify_batch.jobs import model as model_loader
 
 BIN = Path(sys.executable).parent
 CLASSIFY = str(BIN / "classify-batch")

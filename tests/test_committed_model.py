@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from jobs import model as model_loader
+from classify_batch.jobs import model as model_loader
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def test_card_names_the_committed_onnx_file(committed_model, card):
 
 def test_onnx_and_keras_predictions_match_on_all_10000_test_images(committed_model, test_set):
     keras = pytest.importorskip("keras", reason="needs the train extra: pip install '.[train]'")
-    from export.onnx_export import PROBABILITY_TOLERANCE
-    from export.train import preprocess
+    from classify_batch.export.onnx_export import PROBABILITY_TOLERANCE
+    from classify_batch.export.train import preprocess
 
     images = test_set[0]
     assert len(images) == 10_000

@@ -2,7 +2,7 @@
 
 import os
 
-from jobs.cpus import cgroup_cpu_quota, usable_cpus
+from classify_batch.jobs.cpus import cgroup_cpu_quota, usable_cpus
 
 
 def test_a_cgroup_v2_limit_is_rounded_up(tmp_path):

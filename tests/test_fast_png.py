@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs import fast_png
-from jobs.errors import InputError
-from jobs.images import MAX_PIXELS, MAX_SIDE, read_image
+from classify_batch.jobs import fast_png
+from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.images import MAX_PIXELS, MAX_SIDE, read_image
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from jobs.errors import InputError
-from jobs.images import IMAGE_SUFFIXES, MAX_PIXELS, read_image
+from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.images import IMAGE_SUFFIXES, MAX_PIXELS, read_image
 
 WIDTH, HEIGHT = 60, 40
 

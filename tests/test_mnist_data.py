@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.mnist_data import (
+from classify_batch.export.mnist_data import (
     FULL_TRAIN_COUNT,
     DataError,
     Pin,

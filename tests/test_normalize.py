@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from jobs.errors import InputError
-from jobs.normalize import PREPROCESS_MODES, to_mnist
+from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.normalize import PREPROCESS_MODES, to_mnist
 
 
 def centre_of_mass(image: np.ndarray) -> tuple[float, float]:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from jobs.errors import InputError
-from jobs.model import load
-from jobs.normalize import to_mnist
+from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.model import load
+from classify_batch.jobs.normalize import to_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "examples" / "node"

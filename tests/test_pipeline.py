@@ -6,8 +6,8 @@ import signal
 import numpy as np
 from PIL import Image
 
-from jobs import pipeline
-from jobs.discover import find_inputs
+from classify_batch.jobs import pipeline
+from classify_batch.jobs.discover import find_inputs
 
 
 def test_a_killed_decoder_process_loses_no_input(tmp_path):

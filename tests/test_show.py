@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from jobs import model as model_loader
-from jobs import show
-from jobs.discover import find_inputs
+from classify_batch.jobs import model as model_loader
+from classify_batch.jobs import show
+from classify_batch.jobs.discover import find_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "samples").glob("t10k-*.png"))  # the first test images, committed
@@ -58,7 +58,8 @@ def test_show_draws_a_grid_for_a_mixed_folder(folder, tmp_path):
     result = digits("show", folder, "--out", tmp_path / "grid.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "7 inputs, 1 failed" in result.stdout
+    assert "7 inputs, 1 failed" in result.stderr
+    assert result.stdout == ""  # summaries go to stderr, like every command's
     with Image.open(tmp_path / "grid.png") as im:
         im.load()
         assert im.format == "PNG"
@@ -71,7 +72,7 @@ def test_show_draws_a_grid_for_a_mixed_folder(folder, tmp_path):
 def test_default_output_is_show_png_in_the_current_folder(folder, tmp_path):
     result = digits("show", "in", "--limit", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "3 inputs (--limit)" in result.stdout
+    assert "3 inputs (--limit)" in result.stderr
     assert (tmp_path / "show.png").is_file()
 
 
@@ -92,7 +93,7 @@ def test_cells_hold_the_models_answers_and_the_reason_for_the_broken_file(folder
 
 def test_bad_options_and_missing_inputs_are_messages_not_tracebacks(folder, tmp_path):
     cases = [
-        (["show", "in", "--preprocess", "sideways"], 2, "--preprocess must be one of"),
+        (["show", "in", "--preprocess", "sideways"], 2, "is not one of 'auto', 'mnist', 'none'"),
         (["show", "in", "--out", "grid.gif"], 2, "name a .png"),
         (["show", "in", "--out", "no/such/folder/grid.png"], 1, "existing folder"),
         (["show", "in", "--model", "missing.onnx"], 1, "model file not found"),

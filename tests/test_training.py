@@ -1,6 +1,7 @@
 """The tutorial's recipe, reproducible training, and the export that is gated on Keras parity."""
 
 import hashlib
+import json
 
 import numpy as np
 import onnx
@@ -8,11 +9,11 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="needs the train extra: pip install '.[train]'")
 
-from export import onnx_export  # noqa: E402
-from export.mnist_data import MnistData, load_mnist  # noqa: E402
-from export.presets import PRESETS  # noqa: E402
-from export.publish import publish  # noqa: E402
-from export.train import build_model, preprocess, train  # noqa: E402
+from classify_batch.export import onnx_export  # noqa: E402
+from classify_batch.export.mnist_data import MnistData, load_mnist  # noqa: E402
+from classify_batch.export.presets import PRESETS  # noqa: E402
+from classify_batch.export.publish import publish  # noqa: E402
+from classify_batch.export.train import build_model, preprocess, train  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -169,14 +170,20 @@ def test_metadata_tells_another_runtime_the_contract(tiny_model, small, tmp_path
     meta = {p.key: p.value for p in onnx.load(tmp_path / "model.onnx").metadata_props}
     for key in (
         "preset",
-        "seed",
+        "recipe",
+        "input_name",
+        "input_dtype",
+        "input_shape",
+        "outputs",
         "input_contract",
         "labels",
         "test_accuracy",
-        "train_data_sha256",
+        "data",
         "versions",
-        "ink",
+        "input_ink",
     ):
         assert key in meta, key
-    assert meta["ink"] == "white-on-black"
+    assert meta["input_ink"] == "white-on-black"
+    assert json.loads(meta["recipe"])["seed"] == 0
+    assert len(json.loads(meta["data"])["sha256"]) == 4
     assert "white ink" in meta["input_contract"] and "28" in meta["input_contract"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from jobs.workers import Pool, WorkerDied
+from classify_batch.jobs.workers import Pool, WorkerDied
 
 
 def big(megabytes: int) -> bytes:
