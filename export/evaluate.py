@@ -28,7 +28,17 @@ class Evaluation:
         return float((self.digits == self.labels).mean())
 
     def per_digit(self) -> dict[int, float]:
-        return {d: float((self.digits[self.labels == d] == d).mean()) for d in range(10)}
+        """Accuracy for each digit that the evaluated images hold."""
+        found = per_digit_accuracy(self.digits, self.labels)
+        return {int(d): acc for d, acc in found.items() if acc is not None}
+
+
+def per_digit_accuracy(digits: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """Per digit, as the model card records it: None for a digit the set lacks (never NaN)."""
+    return {
+        str(d): float((digits[labels == d] == d).mean()) if (labels == d).any() else None
+        for d in range(10)
+    }
 
 
 def card_for(model_path: Path) -> dict | None:

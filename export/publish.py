@@ -24,6 +24,7 @@ from classify_batch.contract import (
     OUTPUT_TYPES,
 )
 from classify_batch.export import onnx_export
+from classify_batch.export.evaluate import per_digit_accuracy
 from classify_batch.export.mnist_data import FULL_TRAIN_COUNT, MnistData
 from classify_batch.export.presets import Preset
 from classify_batch.export.quantize import AGREEMENT_BAR, quantize
@@ -50,10 +51,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def per_digit_accuracy(digits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {str(d): float((digits[labels == d] == d).mean()) for d in range(10)}
-
-
 def data_card(data: MnistData) -> dict[str, Any]:
     return {
         "description": data.describe(),
@@ -70,7 +67,7 @@ def model_card(
     preset: Preset,
     data: MnistData,
     accuracy: float,
-    per_digit: dict[str, float],
+    per_digit: dict[str, float | None],
 ) -> dict[str, Any]:
     """The model card: what the model is, how it was made, what it was measured to do."""
     train_count = f"{len(data.train_images):,} of {FULL_TRAIN_COUNT:,}"

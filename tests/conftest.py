@@ -1,14 +1,26 @@
-"""Shared fixtures: the real MNIST files, read through MNIST_DATA_DIR, and the committed model."""
+"""Shared fixtures: the 20 labelled images in samples/, the real MNIST files (MNIST_DATA_DIR),
+the committed model, and one way to run the programs.
+
+The job's behaviour is tested on the samples and on arrays made from them, so it is tested
+without MNIST; only accuracy, parity and the real-data paths need MNIST_DATA_DIR.
+"""
 
 import gzip
 import os
+import re
 import struct
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+BIN = Path(sys.executable).parent
 NEEDS_DATA = (
     "set MNIST_DATA_DIR to a folder with the four MNIST .gz files to run the tests that need data"
 )
@@ -20,6 +32,31 @@ def _idx(path: Path) -> np.ndarray:
     dims = raw[3]
     shape = struct.unpack(">" + "I" * dims, raw[4 : 4 + 4 * dims])
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+@pytest.fixture(scope="session")
+def samples() -> tuple[np.ndarray, np.ndarray]:
+    """The 20 official MNIST test images shipped in samples/, with the labels in their names."""
+    paths = sorted(SAMPLES.glob("t10k-*-label-*.png"))
+    labels = [int(re.search(r"label-(\d)", p.name).group(1)) for p in paths]  # type: ignore[union-attr]
+    images = np.stack([np.asarray(Image.open(p).convert("L")) for p in paths])
+    return images, np.array(labels, dtype=np.uint8)
+
+
+def tiled(images: np.ndarray, count: int) -> np.ndarray:
+    """`count` images cycled from `images`: any number of real digits for the job's tests."""
+    return np.ascontiguousarray(np.resize(images, (count, *images.shape[1:])))
+
+
+def varied(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """`count` digits made from `images` by shifts of up to 3 px and dimmer ink: many different
+    inputs (and so many different probability vectors) for agreement tests between runtimes."""
+    rng = np.random.default_rng(seed)
+    out = tiled(images, count).copy()
+    for i, (dy, dx) in enumerate(rng.integers(-3, 4, size=(count, 2))):
+        out[i] = np.roll(out[i], (int(dy), int(dx)), axis=(0, 1))
+    scale = rng.uniform(0.5, 1.0, size=(count, 1, 1))
+    return np.rint(out * scale).astype(np.uint8)
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +80,23 @@ def committed_model() -> Path:
     path = ROOT / "artifacts" / "model.onnx"
     assert path.exists(), "artifacts/model.onnx is missing: run `digits train`"
     return path
+
+
+def run_program(
+    program: str,
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Run `classify-batch` or `digits` as a real process, as a scheduler would: the one helper
+    every test file uses for that (usage errors are tested in-process instead, tests/test_cli.py).
+    """
+    return subprocess.run(
+        [str(BIN / program), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )

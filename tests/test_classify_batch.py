@@ -7,29 +7,21 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BIN, run_program, tiled
 from PIL import Image
 
 from classify_batch.jobs import model as model_loader
 
-BIN = Path(sys.executable).parent
 CLASSIFY = str(BIN / "classify-batch")
 
 
-def run(*args: str | Path, cwd: Path | None = None, env: dict | None = None):
-    return subprocess.run(
-        [CLASSIFY, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
+def run(*args, **kwargs):
+    return run_program("classify-batch", *args, **kwargs)
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -47,8 +39,8 @@ def classifier(committed_model):
 
 
 @pytest.fixture(scope="module")
-def images(test_set) -> np.ndarray:
-    return test_set[0][:60]
+def images(samples) -> np.ndarray:
+    return tiled(samples[0], 60)
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +204,8 @@ def test_committed_model_is_found_from_any_working_directory(tmp_path, images, e
     assert [int(r["digit"]) for r in rows(elsewhere / "out.csv")] == expected[:5]
 
 
-def test_streaming_with_a_pool_gives_the_same_rows_as_one_process(tmp_path, test_set):
-    paths = write_pngs(tmp_path / "in", test_set[0][:2100])  # enough to start a pool
+def test_streaming_with_a_pool_gives_the_same_rows_as_one_process(tmp_path, samples):
+    paths = write_pngs(tmp_path / "in", tiled(samples[0], 2100))  # enough to start a pool
     paths[7].write_bytes(paths[7].read_bytes()[:60])  # and a failure in the middle
     one = run(tmp_path / "in", tmp_path / "one.csv", "--workers", "1", "-q")
     two = run(tmp_path / "in", tmp_path / "two.csv", "--workers", "2", "-q")
@@ -330,10 +322,10 @@ def test_max_errors_stops_and_writes_nothing(tmp_path, images):
     assert not list(tmp_path.glob(".out*"))
 
 
-def test_killed_run_leaves_the_previous_complete_csv(tmp_path, test_set):
+def test_killed_run_leaves_the_previous_complete_csv(tmp_path, samples):
     previous = "source,index,digit,confidence\nold.png,,7,0.990000\n"
     (tmp_path / "out.csv").write_text(previous)
-    big = np.tile(test_set[0], (100, 1, 1))  # 1,000,000 images: seconds of work
+    big = tiled(samples[0], 1_000_000)  # seconds of work
     np.save(tmp_path / "big.npy", big)
     proc = subprocess.Popen([CLASSIFY, tmp_path / "big.npy", tmp_path / "out.csv", "-q"])
     deadline = time.monotonic() + 60
@@ -346,8 +338,8 @@ def test_killed_run_leaves_the_previous_complete_csv(tmp_path, test_set):
     assert not (tmp_path / "out.json").exists()
 
 
-def test_sigterm_removes_its_temporary_files(tmp_path, test_set):
-    np.save(tmp_path / "big.npy", np.tile(test_set[0], (30, 1, 1)))
+def test_sigterm_removes_its_temporary_files(tmp_path, samples):
+    np.save(tmp_path / "big.npy", tiled(samples[0], 300_000))
     proc = subprocess.Popen([CLASSIFY, tmp_path / "big.npy", tmp_path / "out.csv", "-q"])
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".out.csv.*.tmp")) and time.monotonic() < deadline:
@@ -427,8 +419,8 @@ def photo_like(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return canvas.convert("RGB")
 
 
-def test_scanned_looking_digits_are_normalized_and_read(tmp_path, test_set, classifier):
-    images, labels = test_set[0][:200], test_set[1][:200]
+def test_scanned_looking_digits_are_normalized_and_read(tmp_path, samples, classifier):
+    images, labels = tiled(samples[0], 200), tiled(samples[1], 200)
     rng = np.random.default_rng(0)
     folder = tmp_path / "scans"
     folder.mkdir()
@@ -440,8 +432,8 @@ def test_scanned_looking_digits_are_normalized_and_read(tmp_path, test_set, clas
     assert (digits == labels).mean() >= 0.95
 
 
-def test_preprocess_none_refuses_images_that_are_not_28x28(tmp_path, test_set):
-    photo_like(test_set[0][0], np.random.default_rng(0)).save(tmp_path / "scan.png")
+def test_preprocess_none_refuses_images_that_are_not_28x28(tmp_path, samples):
+    photo_like(samples[0][0], np.random.default_rng(0)).save(tmp_path / "scan.png")
     result = run(tmp_path / "scan.png", tmp_path / "out.csv", "--preprocess", "none")
     assert result.returncode == 3
     assert "not 28x28" in rows(tmp_path / "out.errors.csv")[0]["error"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import varied
 from PIL import Image, ImageDraw
 
 from classify_batch.jobs.errors import InputError
@@ -46,10 +47,10 @@ def npm_package(folder: Path, package: str) -> None:
 # --- ONNX reference evaluator ------------------------------------------------------------------
 
 
-def test_reference_evaluator_agrees_with_onnxruntime(test_set, committed_model: Path) -> None:
+def test_reference_evaluator_agrees_with_onnxruntime(samples, committed_model: Path) -> None:
     ReferenceEvaluator = pytest.importorskip("onnx.reference").ReferenceEvaluator
 
-    images = test_set[0][:500]
+    images = varied(samples[0], 500)
     probabilities, digits = load(committed_model)(images)
     ref_probabilities, ref_digits = ReferenceEvaluator(str(committed_model)).run(
         ["probabilities", "digit"], {"images": images}
@@ -70,9 +71,9 @@ def run_classify(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_node_digits_equal_python(test_set, committed_model: Path, tmp_path: Path) -> None:
+def test_node_digits_equal_python(samples, committed_model: Path, tmp_path: Path) -> None:
     npm_package(NODE_DIR, "onnxruntime-node")
-    images = np.ascontiguousarray(test_set[0][:2000])
+    images = varied(samples[0], 2000)
     probabilities, digits = load(committed_model)(images)
     np.save(tmp_path / "x.npy", images)
 

@@ -1,27 +1,20 @@
 """Scale-out: N shards of a run, merged, are exactly the single run; a bad part writes nothing."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_program, tiled
 from PIL import Image
 
-BIN = Path(sys.executable).parent
 SHARDS = 3
-
-
-def run(tool: str, *args: str | Path, cwd: Path):
-    return subprocess.run(
-        [str(BIN / tool), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
+run = run_program
 
 
 @pytest.fixture
-def inputs(tmp_path: Path, test_set) -> Path:
+def inputs(tmp_path: Path, samples) -> Path:
     """A folder of PNGs in subfolders, an array, a broken file and a note, all under in/."""
-    images = test_set[0]
+    images = tiled(samples[0], 200)
     folder = tmp_path / "in"
     for i in range(40):
         path = folder / f"part{i % 3}" / f"{i:03d}.png"
@@ -68,10 +61,10 @@ def test_shards_split_arrays_by_index_ranges(inputs: Path):
         assert indices == list(range(indices[0], indices[0] + len(indices)))
 
 
-def test_adding_files_does_not_move_the_others(inputs: Path, test_set):
+def test_adding_files_does_not_move_the_others(inputs: Path, samples):
     first = sharded(inputs)
     before = {i: set((inputs / p).read_text().splitlines()) for i, p in enumerate(first)}
-    Image.fromarray(test_set[0][500]).save(inputs / "in" / "part0" / "new.png")
+    Image.fromarray(samples[0][5]).save(inputs / "in" / "part0" / "new.png")
     (inputs / "parts").rename(inputs / "parts-before")
     after = sharded(inputs)
     for i, p in enumerate(after):
@@ -116,9 +109,9 @@ def test_parts_with_different_headers_are_refused(inputs: Path):
     assert not list(inputs.glob("merged*"))
 
 
-def test_more_shards_than_files_still_merge_to_the_single_run(tmp_path: Path, test_set):
+def test_more_shards_than_files_still_merge_to_the_single_run(tmp_path: Path, samples):
     (tmp_path / "in").mkdir()
-    Image.fromarray(test_set[0][0]).save(tmp_path / "in" / "only.png")
+    Image.fromarray(samples[0][0]).save(tmp_path / "in" / "only.png")
     single = run("classify-batch", "in", "single.csv", "-q", cwd=tmp_path)
     assert single.returncode == 0, single.stderr
     parts = sharded(tmp_path)  # asserts every shard, even an empty one, succeeds

@@ -1,13 +1,12 @@
 """`digits show`: a grid picture for a folder of mixed inputs, broken files included."""
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_program
 from PIL import Image, ImageFilter
 
 from classify_batch.jobs import model as model_loader
@@ -16,19 +15,11 @@ from classify_batch.jobs.discover import find_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "samples").glob("t10k-*.png"))  # the first test images, committed
-DIGITS = str(Path(sys.executable).parent / "digits")
 SCANNED_LABEL = 7
 
 
 def digits(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DIGITS, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=dict(os.environ),
-        timeout=300,
-    )
+    return run_program("digits", *args, cwd=cwd)
 
 
 def scanned(digit: np.ndarray) -> Image.Image:
