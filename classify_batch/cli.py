@@ -148,7 +148,8 @@ def classify(
         typer.Option(
             min=0,
             metavar="N",
-            help="Stop and write nothing (exit 1) once more than N inputs fail.",
+            help="Stop once more than N inputs fail (exit 1): no output file is written "
+            "(with -, rows already sent stay sent).",
         ),
     ] = None,
     workers: Annotated[
