@@ -99,6 +99,7 @@ done; 2 usage error.
 
 
 def classify(
+    ctx: typer.Context,
     inputs: Annotated[
         list[str],
         typer.Argument(
@@ -193,6 +194,7 @@ def classify(
         workers=workers,
         quiet=quiet,
         shard=cast("Shard | None", shard),  # parsed by the option's callback
+        command=ctx.command_path,
     )
     raise typer.Exit(run(options))
 

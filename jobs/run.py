@@ -47,6 +47,7 @@ class Options:
     workers: int | None = None  # None: the usable CPUs
     quiet: bool = False
     shard: Shard | None = None
+    command: str = "classify-batch"  # how messages name the command: `digits classify` too
 
 
 @dataclass
@@ -83,10 +84,10 @@ def _run(opts: Options, err: TextIO) -> int:
         check_output(Path(opts.out), opts.inputs)
         lock = lock_output(Path(opts.out))
     except OutputMistake as e:
-        print(f"classify-batch: {e}", file=err)
+        print(f"{opts.command}: {e}", file=err)
         return ExitCode.USAGE
     except OutputError as e:
-        print(f"classify-batch: {e}", file=err)
+        print(f"{opts.command}: {e}", file=err)
         return ExitCode.NOTHING_DONE
     # A forked decoder must not hold the lock on after this process is gone.
     keep_from_workers(lock)
@@ -102,7 +103,7 @@ def _locked_run(opts: Options, err: TextIO) -> int:
     clock = time.monotonic()
 
     def fail(message: str) -> int:
-        print(f"classify-batch: {message}", file=err)
+        print(f"{opts.command}: {message}", file=err)
         return ExitCode.NOTHING_DONE
 
     missing = [given for given in opts.inputs if not os.path.exists(given)]
@@ -110,7 +111,7 @@ def _locked_run(opts: Options, err: TextIO) -> int:
         # Nothing named exists: a typo or an unmounted volume, not a run with failed inputs.
         return fail(f"no such file or directory: {', '.join(missing)}; nothing done")
 
-    workers = _workers(opts.workers, err)
+    workers = _workers(opts.workers, err, opts.command)
     found = find_inputs(opts.inputs)
     shard = opts.shard
     images = [s for s in found.sources if s.kind == "image" and (not shard or shard.owns_file(s))]
@@ -209,11 +210,11 @@ def _locked_run(opts: Options, err: TextIO) -> int:
     if counts.failed:
         where = "stderr" if opts.out == "-" else side_file(Path(opts.out), ".errors.csv")
         noun = "input" if counts.failed == 1 else "inputs"
-        print(f"classify-batch: {counts.failed:,} {noun} failed: see {where}", file=err)
+        print(f"{opts.command}: {counts.failed:,} {noun} failed: see {where}", file=err)
     if not opts.quiet:
         review = f", for review {counts.for_review:,}" if opts.min_confidence is not None else ""
         print(
-            f"classify-batch: classified {counts.classified:,}, failed {counts.failed:,}, "
+            f"{opts.command}: classified {counts.classified:,}, failed {counts.failed:,}, "
             f"skipped {counts.skipped:,}{review} in {seconds:.2f}s"
             + ("" if opts.out == "-" else f" -> {opts.out}"),
             file=err,
@@ -234,14 +235,14 @@ def _record_error(
         print_error(source, index, reason)
 
 
-def _workers(asked: int | None, err: TextIO) -> int:
+def _workers(asked: int | None, err: TextIO, command: str) -> int:
     # More decoders than CPUs only share the same cores (300 on 2 ran six times slower) and can
     # hit the process limit; a note says so instead of obeying.
     cpus = usable_cpus()
     if asked is None:
         return cpus
     if asked > cpus:
-        print(f"classify-batch: --workers {asked} capped to {cpus}, the CPUs usable here", file=err)
+        print(f"{command}: --workers {asked} capped to {cpus}, the CPUs usable here", file=err)
         return cpus
     return asked
 

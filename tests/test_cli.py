@@ -238,3 +238,11 @@ def test_node_example_without_arguments_prints_its_usage():
     assert result.returncode == 2
     assert result.stderr.startswith("usage: node classify.js MODEL.onnx INPUT")
     assert "Error" not in result.stderr
+
+
+def test_messages_of_digits_classify_name_digits_classify(tmp_path: Path, pngs: Path):
+    files = sorted(pngs.glob("*.png"))
+    code, _, err = cli("digits", "classify", *files)  # OUT forgotten
+    assert code == 2 and one_line(err).startswith("digits classify: ")
+    code, _, err = cli("digits", "classify", tmp_path / "nope", tmp_path / "out.csv")
+    assert code == 1 and one_line(err).startswith("digits classify: ")
