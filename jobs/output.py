@@ -198,7 +198,7 @@ class Outputs:
                     if review:
                         self.review = self._open(side_file(self.out, ".review.csv"), header)
             except BaseException:
-                # A signal can land between two of these: the caller has no object to discard.
+                # Whoever calls open() alone (not run()) still leaks no temporary file.
                 self.discard()
                 raise
 

@@ -107,7 +107,7 @@ def _locked_run(opts: Options, err: TextIO) -> int:
         return ExitCode.NOTHING_DONE
 
     missing = [given for given in opts.inputs if not os.path.exists(given)]
-    if len(missing) == len(opts.inputs):
+    if missing and len(missing) == len(opts.inputs):
         # Nothing named exists: a typo or an unmounted volume, not a run with failed inputs.
         return fail(f"no such file or directory: {', '.join(missing)}; nothing done")
 
