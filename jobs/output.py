@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import signal
 import stat
 import sys
 import tempfile
@@ -275,7 +274,8 @@ class Outputs:
             with self._writing(record_path):
                 # strict JSON: a NaN or infinity would make the record unreadable downstream
                 text = json.dumps(record, indent=2, allow_nan=False) + "\n"
-                files.append(AtomicFile(record_path))
+                with _signals_held():
+                    files.append(AtomicFile(record_path))
                 files[-1].file.write(text)
                 files[-1].finish()
             check_publishable(self.out)
@@ -329,14 +329,34 @@ def part_seal(part: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+# Stop signals wait while a temporary file is created and listed. Blocking them with
+# pthread_sigmask is not enough: onnxruntime's threads do not block them, and Python runs the
+# handler in the main thread whichever thread the kernel picked.
+_held = 0
+_pending: int | None = None
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    global _held, _pending
+    _held += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _held -= 1
+        if not _held and _pending is not None:
+            signum, _pending = _pending, None
+            raise SystemExit(128 + signum)
+
+
+def stop(signum: int, frame: object) -> None:
+    """The handler for the stop signals: unwind as Ctrl-C does, exit code 128 + signum, once no
+    temporary file is half made."""
+    global _pending
+    if _held:
+        _pending = signum
+        return
+    raise SystemExit(128 + signum)
 
 
 def check_publishable(out: Path) -> None:

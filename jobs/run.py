@@ -26,6 +26,7 @@ from classify_batch.jobs.output import (
     lock_output,
     print_error,
     side_file,
+    stop,
 )
 from classify_batch.jobs.pipeline import Shard
 from classify_batch.jobs.progress import Progress
@@ -69,7 +70,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 def run(opts: Options, err: TextIO | None = None) -> int:
     err = err or sys.stderr  # looked up per call: tests and callers may replace sys.stderr
-    previous = {signum: signal.signal(signum, _terminate) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
     try:
         return _run(opts, err)
     finally:
@@ -245,10 +246,6 @@ def _workers(asked: int | None, err: TextIO, command: str) -> int:
         print(f"{command}: --workers {asked} capped to {cpus}, the CPUs usable here", file=err)
         return cpus
     return asked
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _record(
