@@ -91,7 +91,8 @@ files as MNIST ships them. Files in folders that are plainly not inputs are skip
 
 OUT.csv gets source,index,digit,confidence; beside it OUT.errors.csv lists what failed and why,
 OUT.review.csv the rows under --min-confidence, and OUT.json, the run record, is written last.
-OUT must end in .csv, or be - for stdout.
+OUT must end in .csv, or be - for stdout; an existing OUT is replaced only if this job wrote it,
+and a second run on the same OUT refuses while the first holds OUT.lock.
 
 Exit codes: 0 all inputs classified; 3 some failed (OUT.csv holds the rest); 1 nothing could be
 done; 2 usage error.
@@ -99,6 +100,7 @@ done; 2 usage error.
 
 
 def classify(
+    ctx: typer.Context,
     inputs: Annotated[
         list[str],
         typer.Argument(
@@ -148,7 +150,8 @@ def classify(
         typer.Option(
             min=0,
             metavar="N",
-            help="Stop and write nothing (exit 1) once more than N inputs fail.",
+            help="Stop once more than N inputs fail (exit 1): no output file is written "
+            "(with -, rows already sent stay sent).",
         ),
     ] = None,
     workers: Annotated[
@@ -192,6 +195,7 @@ def classify(
         workers=workers,
         quiet=quiet,
         shard=cast("Shard | None", shard),  # parsed by the option's callback
+        command=ctx.command_path,
     )
     raise typer.Exit(run(options))
 

@@ -5,9 +5,12 @@ machine (CUDA probing, grappler notes, the quantizer's advice), mixed in with th
 `digits train --verbose` keeps them.
 """
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 
 
 def quiet_logs(verbose: bool) -> None:
@@ -23,6 +26,26 @@ def quiet_logs(verbose: bool) -> None:
     # onnxruntime's quantizer gives this advice through the root logger on every call.
     logging.getLogger().addFilter(_NotQuantizerAdvice())
     warnings.filterwarnings("ignore", module=r"(tensorflow|keras|tf2onnx|onnx|onnxruntime)\b")
+    # TensorFlow's native libraries write a few lines while they load, before its log level is
+    # read ("All log messages before absl::InitializeLog()", "Could not find cuda drivers"): the
+    # import happens here with stderr pointed at /dev/null, so later imports find it loaded.
+    with _native_stderr_silenced():
+        import tensorflow  # noqa: F401
+        import tf2onnx  # noqa: F401
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 class _NotQuantizerAdvice(logging.Filter):

@@ -8,7 +8,6 @@ from pathlib import Path
 from classify_batch.contract import ExitCode
 from classify_batch.export.logs import quiet_logs
 from classify_batch.export.mnist_data import DataError, MnistData, load_mnist
-from classify_batch.export.onnx_export import ExportGateError
 from classify_batch.export.presets import PRESETS, Preset
 
 
@@ -43,7 +42,9 @@ def train_command(
     data = _load_data()
     if data is None:
         return ExitCode.NOTHING_DONE
-    # Imported here: TensorFlow's start-up is paid only once the data is known to be there.
+    # Imported here, not at the top (onnx_export imports TensorFlow): its start-up is paid only
+    # once the data is known to be there, and after quiet_logs() has set its log level.
+    from classify_batch.export.onnx_export import ExportGateError
     from classify_batch.export.publish import publish
     from classify_batch.export.train import train
 
@@ -82,6 +83,7 @@ def export_command(keras_path: Path, out: Path, verbose: bool = False) -> int:
         return ExitCode.NOTHING_DONE
     import keras
 
+    from classify_batch.export.onnx_export import ExportGateError
     from classify_batch.export.publish import publish
 
     try:

@@ -1,9 +1,10 @@
 """Arrays of digits (.npy and IDX files), read in bounded chunks whatever their size."""
 
-import gzip
+import contextlib
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,13 +208,17 @@ class IdxFile(ArrayFile):
 
     def _open(self) -> IO[bytes]:
         if _head(self.path).startswith(GZIP_MAGIC):
-            return gzip.open(self.path, "rb")  # type: ignore[return-value]
+            return _Gunzip(open_input(self.path))  # type: ignore[return-value]
         return open_input(self.path)
 
     def chunks(self, start: int, stop: int, size: int) -> Iterator[Rows]:
+        # A file that ends early gives the same one error, at the first missing row, whatever
+        # rows were asked for: the shard whose range holds that row reports it, a shard whose
+        # range starts beyond it reports nothing, so N shards together equal one run.
         try:
             with self._open() as f:
-                _skip(f, 16 + start * PIXELS)
+                if _skip(f, 16 + start * PIXELS) < 16 + start * PIXELS:
+                    return
                 for lo in range(start, stop, size):
                     hi = min(lo + size, stop)
                     data = f.read((hi - lo) * PIXELS)
@@ -225,8 +230,55 @@ class IdxFile(ArrayFile):
                         yield Rows(lo, positions, images, [(lo + whole, reason)])
                         return
                     yield Rows(lo, positions, images, [])
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
+        except OSError as e:
             raise InputError(f"corrupt IDX file ({_first_line(e)})") from None
+
+
+class _Gunzip:
+    """gzip decompression that gives every byte the file holds, and then ends quietly.
+
+    gzip.GzipFile raises at a cut or corrupt stream and drops the data of the read that met it,
+    so how much came out depended on how the file was read (from which row); here it does not.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.inflate = zlib.decompressobj(31)
+        self.pending = b""
+        self.spill = b""
+        self.ended = False
+
+    def read(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n and not self.ended:
+            data = self.pending or self.raw.read(1 << 16)
+            if not data:
+                # What zlib still holds for a stream cut short comes out with flush().
+                with contextlib.suppress(zlib.error):
+                    self.spill = self.inflate.flush()
+                self.ended = True
+                break
+            try:
+                out += self.inflate.decompress(data, n - len(out))
+            except zlib.error:
+                self.ended = True  # corrupt from here on: what came before stands
+                break
+            self.pending = self.inflate.unconsumed_tail
+            if self.inflate.eof:
+                # A member ends; another may follow (gzip allows several).
+                self.pending = self.inflate.unused_data + self.pending
+                self.inflate = zlib.decompressobj(31)
+        if len(out) < n and self.spill:
+            take = self.spill[: n - len(out)]
+            self.spill = self.spill[len(take) :]
+            out += take
+        return bytes(out)
+
+    def __enter__(self) -> "_Gunzip":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.close()
 
 
 def _read_exact(f: IO[bytes], n: int, what: str) -> bytes:
@@ -239,11 +291,19 @@ def _read_exact(f: IO[bytes], n: int, what: str) -> bytes:
     return data
 
 
-def _skip(f: IO[bytes], n: int) -> None:
-    if isinstance(f, gzip.GzipFile):
-        f.seek(n)  # gzip has to decompress its way there
-    else:
-        f.seek(n, os.SEEK_SET)
+def _skip(f: IO[bytes] | _Gunzip, n: int) -> int:
+    """Move to byte n; returns where it got, less than n when the data ends before."""
+    if isinstance(f, _Gunzip):
+        done = 0
+        while done < n:
+            piece = f.read(min(n - done, 1 << 20))  # gzip has to decompress its way there
+            if not piece:
+                break
+            done += len(piece)
+        return done
+    size = os.fstat(f.fileno()).st_size
+    f.seek(min(n, size), os.SEEK_SET)
+    return min(n, size)
 
 
 def _first_line(e: BaseException) -> str:

@@ -29,6 +29,15 @@ class AtomicFile:
         )
 
     def commit(self) -> None:
+        self.finish()
+        self.publish()
+
+    def finish(self) -> None:
+        """Make the temporary file complete and durable; the target is not touched yet.
+
+        Separate from publish() so that several files can all be finished, and every write
+        error seen, before any of them replaces its target.
+        """
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
@@ -36,6 +45,8 @@ class AtomicFile:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp, 0o666 & ~umask)
+
+    def publish(self) -> None:
         os.replace(self.tmp, self.target)
 
     def discard(self) -> None:

@@ -53,8 +53,10 @@ class Shard:
         return cls(i, n)
 
     def owns_file(self, source: Source) -> bool:
-        # A hash of the path below the input root: adding files never moves the others.
-        key = source.rel or source.shown.rsplit("/", 1)[-1]
+        # A hash of the path as the CSV shows it: adding files never moves the others, and a
+        # file reached through two overlapping inputs lands in one shard both times, so that
+        # merge can tell its two identical rows apart by their order.
+        key = source.shown
         digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
         return int.from_bytes(digest, "big") % self.count == self.index
 
@@ -157,7 +159,11 @@ def _array_piece(source: Source, preprocess: str, shard: Shard | None) -> Piece:
                 NpyFile(source.path) if source.kind == "npy" else IdxFile(source.path)
             )
         except InputError as e:
-            yield Decoded(errors=[(source.shown, None, str(e))], files=1)
+            # A whole-file failure is one error line in a single run: one shard reports it.
+            if shard is None or shard.owns_file(source):
+                yield Decoded(errors=[(source.shown, None, str(e))], files=1)
+            else:
+                yield Decoded(files=1)
             return
         start, stop = shard.rows(array.count) if shard else (0, array.count)
         position = start

@@ -1,5 +1,7 @@
 """One run of the job: check the output, find inputs, classify them in order, commit the files."""
 
+import hashlib
+import os
 import signal
 import sys
 import time
@@ -12,8 +14,20 @@ from classify_batch.contract import ExitCode, package_version
 from classify_batch.jobs import model as model_loader
 from classify_batch.jobs import pipeline
 from classify_batch.jobs.cpus import usable_cpus
-from classify_batch.jobs.discover import find_inputs
-from classify_batch.jobs.output import OutputError, Outputs, check_writable, print_error, side_file
+from classify_batch.jobs.discover import Found, Source, find_inputs
+from classify_batch.jobs.inherit import keep_from_workers, release_from_workers
+from classify_batch.jobs.output import (
+    OutputError,
+    OutputMistake,
+    Outputs,
+    StdoutClosed,
+    abandon_stdout,
+    check_output,
+    lock_output,
+    print_error,
+    side_file,
+    stop,
+)
 from classify_batch.jobs.pipeline import Shard
 from classify_batch.jobs.progress import Progress
 
@@ -34,6 +48,7 @@ class Options:
     workers: int | None = None  # None: the usable CPUs
     quiet: bool = False
     shard: Shard | None = None
+    command: str = "classify-batch"  # how messages name the command: `digits classify` too
 
 
 @dataclass
@@ -48,30 +63,56 @@ class TooManyErrors(Exception):
     pass
 
 
-def run(opts: Options, err: TextIO = sys.stderr) -> int:
-    # SIGTERM (a scheduler's deadline) unwinds like Ctrl-C, so temporary files are removed.
-    previous = signal.signal(signal.SIGTERM, _terminate)
+# SIGTERM (a scheduler's deadline), SIGHUP (a closed terminal or session) and SIGUSR1 all end the
+# run the same way: unwound like Ctrl-C, so temporary files and decoder processes are removed.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+
+
+def run(opts: Options, err: TextIO | None = None) -> int:
+    err = err or sys.stderr  # looked up per call: tests and callers may replace sys.stderr
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
     try:
         return _run(opts, err)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run(opts: Options, err: TextIO) -> int:
+    if opts.out == "-":
+        return _locked_run(opts, err)
+    try:
+        check_output(Path(opts.out), opts.inputs)
+        lock = lock_output(Path(opts.out))
+    except OutputMistake as e:
+        print(f"{opts.command}: {e}", file=err)
+        return ExitCode.USAGE
+    except OutputError as e:
+        print(f"{opts.command}: {e}", file=err)
+        return ExitCode.NOTHING_DONE
+    # A forked decoder must not hold the lock on after this process is gone.
+    keep_from_workers(lock)
+    try:
+        return _locked_run(opts, err)
+    finally:
+        release_from_workers(lock)
+        os.close(lock)
+
+
+def _locked_run(opts: Options, err: TextIO) -> int:
     started = datetime.now(UTC)
     clock = time.monotonic()
 
     def fail(message: str) -> int:
-        print(f"classify-batch: {message}", file=err)
+        print(f"{opts.command}: {message}", file=err)
         return ExitCode.NOTHING_DONE
 
-    if opts.out != "-":
-        try:
-            check_writable(Path(opts.out))
-        except OutputError as e:
-            return fail(str(e))
+    missing = [given for given in opts.inputs if not os.path.exists(given)]
+    if missing and len(missing) == len(opts.inputs):
+        # Nothing named exists: a typo or an unmounted volume, not a run with failed inputs.
+        return fail(f"no such file or directory: {', '.join(missing)}; nothing done")
 
-    workers = _workers(opts.workers, err)
+    workers = _workers(opts.workers, err, opts.command)
     found = find_inputs(opts.inputs)
     shard = opts.shard
     images = [s for s in found.sources if s.kind == "image" and (not shard or shard.owns_file(s))]
@@ -99,10 +140,15 @@ def _run(opts: Options, err: TextIO) -> int:
             )
         except model_loader.ModelError as e:
             return fail(str(e))
-        outputs = Outputs(opts.out, opts.probabilities, review=opts.min_confidence is not None)
+        progress = Progress(
+            len(found.sources),
+            enabled=not opts.quiet,
+            total_images=lambda: _images_to_do(found.sources, shard),
+        )
         counts = Counts(skipped=len(found.skipped))
-        progress = Progress(len(found.sources), enabled=not opts.quiet)
+        outputs = Outputs(opts.out, opts.probabilities, review=opts.min_confidence is not None)
         try:
+            outputs.open()
             for piece in stream:
                 for source, index, reason in piece.errors:
                     _record_error(outputs, counts, opts, source, index, reason)
@@ -117,7 +163,7 @@ def _run(opts: Options, err: TextIO) -> int:
                         opts.min_confidence,
                     )
                 counts.classified += len(piece.images)
-                progress.update(piece.files, len(piece.images))
+                progress.update(piece.files, len(piece.images) + len(piece.errors))
             counts.for_review = outputs.review_count
             progress.close()
             code = ExitCode.SOME_FAILED if counts.failed else ExitCode.OK
@@ -126,16 +172,33 @@ def _run(opts: Options, err: TextIO) -> int:
                 outputs.discard()
                 return fail(f"no inputs found in {', '.join(opts.inputs)}")
             decoders = len(pool.pids()) if pool else 0
-            outputs.commit(
-                _record(opts, classifier, counts, workers, decoders, started, clock, code)
-            )
+            record = _record(opts, classifier, counts, workers, decoders, started, clock, code)
+            if shard is not None:
+                record["part"] = {"shard": record["options"]["shard"]}
+                record["part"]["inputs_sha256"] = inputs_digest(found)
+            outputs.commit(record, seal=shard is not None)
         except TooManyErrors:
             progress.close()
-            outputs.discard()
+            if outputs.to_stdout and outputs.rows_written:
+                written = f"the {outputs.rows_written:,} rows already on stdout are incomplete"
+            else:
+                outputs.discard()
+                written = "nothing written"
             return fail(
                 f"stopped: more than {opts.max_errors} inputs failed (--max-errors); "
-                f"nothing written, the failures are listed above"
+                f"{written}, the failures are listed above"
             )
+        except StdoutClosed:
+            # The reader has what it wanted (`| head`); nothing is wrong with the run.
+            progress.close()
+            abandon_stdout()
+            return ExitCode.OK
+        except (OutputError, model_loader.ModelError) as e:
+            progress.close()
+            outputs.discard()
+            if opts.out == "-":
+                abandon_stdout()
+            return fail(str(e))
         except BaseException:
             progress.close()
             outputs.discard()
@@ -147,11 +210,12 @@ def _run(opts: Options, err: TextIO) -> int:
     seconds = time.monotonic() - clock
     if counts.failed:
         where = "stderr" if opts.out == "-" else side_file(Path(opts.out), ".errors.csv")
-        print(f"classify-batch: {counts.failed:,} inputs failed: see {where}", file=err)
+        noun = "input" if counts.failed == 1 else "inputs"
+        print(f"{opts.command}: {counts.failed:,} {noun} failed: see {where}", file=err)
     if not opts.quiet:
         review = f", for review {counts.for_review:,}" if opts.min_confidence is not None else ""
         print(
-            f"classify-batch: classified {counts.classified:,}, failed {counts.failed:,}, "
+            f"{opts.command}: classified {counts.classified:,}, failed {counts.failed:,}, "
             f"skipped {counts.skipped:,}{review} in {seconds:.2f}s"
             + ("" if opts.out == "-" else f" -> {opts.out}"),
             file=err,
@@ -172,20 +236,16 @@ def _record_error(
         print_error(source, index, reason)
 
 
-def _workers(asked: int | None, err: TextIO) -> int:
+def _workers(asked: int | None, err: TextIO, command: str) -> int:
     # More decoders than CPUs only share the same cores (300 on 2 ran six times slower) and can
     # hit the process limit; a note says so instead of obeying.
     cpus = usable_cpus()
     if asked is None:
         return cpus
     if asked > cpus:
-        print(f"classify-batch: --workers {asked} capped to {cpus}, the CPUs usable here", file=err)
+        print(f"{command}: --workers {asked} capped to {cpus}, the CPUs usable here", file=err)
         return cpus
     return asked
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _record(
@@ -239,3 +299,52 @@ def _number(text: str | None) -> float | None:
         return None if text is None else float(text)
     except ValueError:
         return None
+
+
+def inputs_digest(found: Found) -> str:
+    """What every shard of one run must have seen alike: the inputs found and files skipped."""
+    h = hashlib.sha256()
+    for source in found.sources:
+        h.update(
+            f"{source.kind}\0{source.shown}\0{source.rel}\n".encode("utf-8", "surrogateescape")
+        )
+    for skipped in found.skipped:
+        h.update(f"skipped\0{skipped}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _images_to_do(sources: list[Source], shard: Shard | None) -> int:
+    """For the progress bar: image files plus the rows of arrays, from their headers only."""
+    total = 0
+    for source in sources:
+        if source.kind in ("image", "error"):
+            total += 1 if shard is None or shard.owns_file(source) else 0
+            continue
+        rows = _array_rows(source)
+        if shard is not None:
+            lo, hi = shard.rows(rows)
+            rows = hi - lo
+        total += rows
+    return total
+
+
+def _array_rows(source: Source) -> int:
+    from classify_batch.jobs.arrays import IdxFile
+    from classify_batch.jobs.errors import InputError
+
+    try:
+        if source.kind == "idx":
+            return IdxFile(source.path).count
+        import numpy as np
+
+        with open(source.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape = read(f, max_header_size=10000)[0]
+        return 1 if tuple(shape) == (28, 28) else max(0, int(shape[0]))
+    except (InputError, OSError, ValueError, TypeError, IndexError, SyntaxError):
+        return 1

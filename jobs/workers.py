@@ -19,6 +19,15 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from classify_batch.jobs.inherit import (
+    drop_inherited,
+    keep_from_workers,
+    registered,
+    release_from_workers,
+)
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
 # How long close() waits for an idle worker to leave before killing it.
 _LEAVE_SECONDS = 5.0
 
@@ -114,11 +123,18 @@ class _Worker:
         method = "fork" if _single_threaded() else "forkserver"
         context: Any = multiprocessing.get_context(method)  # typeshed's BaseContext lacks Process
         self.conn, child = context.Pipe()
+        # A forked child gets copies of our end of its pipe and of every other worker's: it must
+        # drop them, or the main process's death would never reach anyone as EOF. A forkserver's
+        # children inherit nothing of ours.
+        forked = method == "fork"
+        inherited = [*registered(), self.conn.fileno()] if forked else []
+        parent = os.getpid() if forked else None
         self.process: BaseProcess = context.Process(
-            target=_serve, args=(child, function), daemon=True
+            target=_serve, args=(child, function, inherited, parent), daemon=True
         )
         self.process.start()
         child.close()  # now only the worker holds its end: its death is our EOF
+        keep_from_workers(self.conn.fileno())
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):  # already gone
@@ -129,14 +145,21 @@ class _Worker:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+        release_from_workers(self.conn.fileno())
         self.conn.close()
 
 
-def _serve(conn: Connection, function: Callable[..., Any]) -> None:
+def _serve(
+    conn: Connection, function: Callable[..., Any], inherited: list[int], parent: int | None
+) -> None:
+    _die_with_parent(parent)
+    drop_inherited(inherited)
     # Ctrl-C goes to the whole process group; the main process decides what happens, and a
-    # worker must not print its own KeyboardInterrupt traceback.
+    # worker must not print its own KeyboardInterrupt traceback. The main process's handlers
+    # for the stop signals (copied by fork) would unwind a worker as if it were the run.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_DFL)
     while True:
         try:
             args = conn.recv()
@@ -154,6 +177,20 @@ def _serve(conn: Connection, function: Callable[..., Any]) -> None:
             conn.send(result)
         except OSError:
             return  # the main process is gone
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """Linux kills this process when its parent dies, even by SIGKILL; elsewhere the parent's
+    death still reaches an idle worker as EOF on its pipe, and a busy one when it replies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(0)  # the parent died before prctl took effect
 
 
 def _single_threaded() -> bool:

@@ -9,13 +9,15 @@
 'use strict';
 
 const fs = require('node:fs');
-const ort = require('onnxruntime-node');
+
+const USAGE = 'usage: node classify.js MODEL.onnx INPUT(.npy|raw) [--json] [--batch N]';
 
 const SIDE = 28;
 const PIXELS = SIDE * SIDE;
 const OUTPUTS = ['probabilities', 'digit'];
 
 class UsageError extends Error {}
+class SetupError extends Error {}
 
 // --- ONNX metadata ----------------------------------------------------------------------------
 // onnxruntime-node exposes input/output types but not the model's metadata_props, which hold the
@@ -189,17 +191,22 @@ function parseArgs(argv) {
     else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}`);
     else args.positional.push(arg);
   }
-  if (!args.help && args.positional.length !== 2) {
-    throw new UsageError('usage: node classify.js MODEL.onnx INPUT(.npy|raw) [--json] [--batch N]');
-  }
+  if (!args.help && args.positional.length !== 2) throw new UsageError(USAGE);
   return args;
 }
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   if (args.help) {
-    process.stdout.write('usage: node classify.js MODEL.onnx INPUT(.npy|raw) [--json] [--batch N]\n');
+    process.stdout.write(`${USAGE}\n`);
     return;
+  }
+  // Required only now, so that the usage is shown even before `npm ci` has installed it.
+  let ort;
+  try {
+    ort = require('onnxruntime-node');
+  } catch (e) {
+    throw new SetupError(`onnxruntime-node is not installed here: run \`npm ci --ignore-scripts\` in ${__dirname}`);
   }
   const [modelPath, inputPath] = args.positional;
   let modelBytes;
@@ -253,7 +260,13 @@ process.stdout.on('error', (e) => {
 });
 
 main().catch((e) => {
-  const message = e instanceof UsageError ? e.message : `unexpected error: ${e.stack || e}`;
+  if (e instanceof UsageError && e.message === USAGE) {
+    process.stderr.write(`${USAGE}\n`);
+    process.exitCode = 2; // a usage error, as the Python commands say it
+    return;
+  }
+  const known = e instanceof UsageError || e instanceof SetupError;
+  const message = known ? e.message : `unexpected error: ${e.stack || e}`;
   process.stderr.write(`classify.js: ${message}\n`);
   process.exitCode = 1;
 });
