@@ -32,7 +32,7 @@ def _fit(digit: np.ndarray, side: int) -> np.ndarray:
 def tight(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Cropped to the ink, binarized, stretched to fill a square box: black ink on white."""
     side = int(rng.choice([16, 32, 32, 48]))
-    crop = _crop(digit) >= 128
+    crop = _crop(digit, 128) >= 128
     box = Image.fromarray(crop.astype(np.uint8) * 255).resize((side, side), Image.Resampling.BOX)
     return np.where(np.asarray(box) >= 128, 0, 255).astype(np.uint8)
 
@@ -79,9 +79,12 @@ def _cell(digit: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarra
     corner_y = int(rng.choice([side // 10, side - side // 5]))
     corner_x = int(rng.choice([side // 10, side - side // 5]))
     for _ in range(int(rng.integers(2, 6))):
-        y, x = corner_y + int(rng.integers(0, side // 10)), corner_x + int(rng.integers(0, side // 10))
-        image[y : y + int(rng.integers(1, 3)), x : x + int(rng.integers(1, 3))] = paper - rng.uniform(
-            30, 70
+        y, x = (
+            corner_y + int(rng.integers(0, side // 10)),
+            corner_x + int(rng.integers(0, side // 10)),
+        )
+        image[y : y + int(rng.integers(1, 3)), x : x + int(rng.integers(1, 3))] = (
+            paper - rng.uniform(30, 70)
         )
     return image, alpha
 
@@ -138,13 +141,13 @@ def hairline(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def marker(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A felt marker on a 64x64 canvas: strokes about a sixth of the digit's height."""
+    """A felt marker on a 64x64 canvas: strokes about a fifth of the digit's height."""
     side = 64
-    big = _fit(digit, int(rng.integers(40, 53)))
+    big = _fit(digit, int(rng.integers(44, 57)))
     canvas = np.zeros((side, side), np.uint8)
     top, left = (side - big.shape[0]) // 2, (side - big.shape[1]) // 2
     canvas[top : top + big.shape[0], left : left + big.shape[1]] = big
-    thick = Image.fromarray(canvas).filter(ImageFilter.MaxFilter(int(rng.choice([5, 7]))))
+    thick = Image.fromarray(canvas).filter(ImageFilter.MaxFilter(5))
     return 255 - np.asarray(thick)
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from jobs.errors import InputError
-from jobs.ink import BLANK
+from jobs.ink import BLANK, percentile
 
-# A pixel at half the ink level or more is part of a stroke.
+# A pixel at half the ink level or more is part of a stroke; above FAINT_LEVEL it is ink at all
+# (the bounding box's threshold, 15% of full ink).
 STROKE_LEVEL = 128
+FAINT_LEVEL = 38
 # Frame lines are looked for this deep from each edge: a fifth of the side.
 FRAME_DEPTH_FIFTHS = 1
 # A row (column) is a frame line when ink covers 8/10 of it ...
@@ -28,6 +30,8 @@ FRAME_THICK_DIVISOR = 10
 # Lines are removed only when at least two sides have one: a cell has a frame, a tight crop of a
 # 7 or a 2 has a bar along one side only.
 FRAME_MIN_SIDES = 2
+# Inside a frame, a digit spans at least a fifth of the cell; less is specks.
+CELL_MIN_FIFTHS_INV = 5
 # Ink pixels whose 8 neighbours are ink no more often than chance (plus this many hundredths)
 # are noise, not strokes: a hairline scores 25, uniform noise 0.
 MIN_COHERENCE_PERCENT = 12
@@ -40,14 +44,40 @@ def keep_digit(inked: np.ndarray) -> np.ndarray:
         raise InputError(BLANK)
     if _is_noise(mask):
         raise InputError(BLANK)
-    top, bottom, left, right = _inside_frame(mask)
+    # Grid lines are often fainter than the pen (printed grey, or in shadow), so any ink counts.
+    top, bottom, left, right = _inside_frame(inked >= FAINT_LEVEL)
     inside = np.zeros_like(mask)
     inside[top:bottom, left:right] = True
+    if not inside.all():
+        # The grid lines set the ink level; without them the pen is the darkest ink.
+        inked = _restretch(np.where(inside, inked, 0).astype(np.uint8))
+        mask = inked >= STROKE_LEVEL
     mask &= inside
     if not mask.any():
         raise InputError(BLANK)
     keep = _main_strokes(mask, inked)
+    if not inside.all() and _too_small(keep & mask, min(bottom - top, right - left)):
+        raise InputError(BLANK)  # an empty cell with a few specks or a stray tick in it
     return np.where(keep & inside, inked, 0).astype(np.uint8)
+
+
+def _too_small(strokes: np.ndarray, side: int) -> bool:
+    rows = np.flatnonzero(strokes.any(axis=1))
+    cols = np.flatnonzero(strokes.any(axis=0))
+    extent = max(int(rows[-1] - rows[0]), int(cols[-1] - cols[0])) + 1
+    return extent * CELL_MIN_FIFTHS_INV < side
+
+
+def _restretch(inked: np.ndarray) -> np.ndarray:
+    hist = np.bincount(inked.ravel(), minlength=256)
+    hist[0] = 0
+    if hist.sum() == 0:
+        return inked
+    peak = max(1, percentile(hist, 99))
+    values = np.arange(256, dtype=np.int64)
+    # round(v * 255 / peak), half up, in integers
+    lut = np.minimum(255, (2 * 255 * values + peak) // (2 * peak)).astype(np.uint8)
+    return lut[inked]
 
 
 def _is_noise(mask: np.ndarray) -> bool:

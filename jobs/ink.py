@@ -27,6 +27,9 @@ MIN_CONTRAST = 20
 BORDER_DEPTH = 8
 # A border line votes when at least 9/10 of it falls in one class.
 UNIFORM_TENTHS = 9
+# A digit cropped tight to its ink still leaves the corners of its box blank, as strokes curve
+# or slant: when 3 of the 4 corner pixels agree, they are paper.
+CORNER_VOTES = 3
 # The minority class is taken for ink only when it is clearly the minority (below 45%); an even
 # split says nothing, and light paper is then assumed.
 MINORITY_PERCENT = 45
@@ -69,7 +72,12 @@ def measure_levels(image: np.ndarray) -> Levels:
         paper = np.concatenate([line for line, is_dark in paper_lines if is_dark != paper_is_light])
     else:
         dark_count = int(np.count_nonzero(dark))
-        if dark_count * 100 < MINORITY_PERCENT * image.size:
+        corners = [bool(dark[0, 0]), bool(dark[0, -1]), bool(dark[-1, 0]), bool(dark[-1, -1])]
+        if sum(corners) <= 4 - CORNER_VOTES:
+            paper_is_light = True
+        elif sum(corners) >= CORNER_VOTES:
+            paper_is_light = False
+        elif dark_count * 100 < MINORITY_PERCENT * image.size:
             paper_is_light = True
         elif (image.size - dark_count) * 100 < MINORITY_PERCENT * image.size:
             paper_is_light = False
@@ -127,7 +135,8 @@ def _depth(shape: tuple[int, ...]) -> int:
 
 
 def _uniform_border_lines(image: np.ndarray, dark: np.ndarray) -> list[tuple[np.ndarray, bool]]:
-    """The grey levels of each uniform row and column near the border, with its class."""
+    """For each uniform row and column near the border: the grey levels of its majority class
+    (the minority there is a grid line crossing it or a stroke touching it), and that class."""
     height, width = dark.shape
     out = []
     for k in range(_depth(dark.shape)):
@@ -139,11 +148,14 @@ def _uniform_border_lines(image: np.ndarray, dark: np.ndarray) -> list[tuple[np.
 
 
 def _vote(line: np.ndarray, dark: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    # The ends are left out: there the lines along the other edges cross this one.
+    end = len(line) // 10
+    line, dark = line[end : len(line) - end], dark[end : len(dark) - end]
     dark_count = int(np.count_nonzero(dark))
     if dark_count * 10 >= UNIFORM_TENTHS * dark.size:
-        return [(line, True)]
+        return [(line[dark], True)]
     if (dark.size - dark_count) * 10 >= UNIFORM_TENTHS * dark.size:
-        return [(line, False)]
+        return [(line[~dark], False)]
     return []
 
 
