@@ -22,9 +22,9 @@ BLANK = "no ink found: the image is blank"
 
 # Ink must stand out from the background by this many grey levels, else the image is blank.
 MIN_CONTRAST = 20
-# Border rows and columns looked at on each side: this fraction of the shorter side, at least 1.
+# Border rows and columns looked at on each side: a fifth of the shorter side, at least 1.
 # Deep enough to see past a grid line along the edge of a cell crop.
-BORDER_DEPTH = 8
+BORDER_DEPTH = 5
 # A border line votes when at least 9/10 of it falls in one class.
 UNIFORM_TENTHS = 9
 # A digit cropped tight to its ink still leaves the corners of its box blank, as strokes curve
@@ -77,6 +77,11 @@ def measure_levels(image: np.ndarray) -> Levels:
             paper_is_light = True
         elif sum(corners) >= CORNER_VOTES:
             paper_is_light = False
+        elif (pieces := _pieces(dark) - _pieces(~dark)) != 0:
+            # The strokes cut the paper of a tight crop into pieces; the ink is in one piece.
+            paper_is_light = pieces < 0
+        elif int(np.count_nonzero(hist)) == 2:
+            paper_is_light = True  # binarized scans are black ink on white by convention
         elif dark_count * 100 < MINORITY_PERCENT * image.size:
             paper_is_light = True
         elif (image.size - dark_count) * 100 < MINORITY_PERCENT * image.size:
@@ -157,6 +162,15 @@ def _vote(line: np.ndarray, dark: np.ndarray) -> list[tuple[np.ndarray, bool]]:
     if (dark.size - dark_count) * 10 >= UNIFORM_TENTHS * dark.size:
         return [(line[~dark], False)]
     return []
+
+
+def _pieces(mask: np.ndarray) -> int:
+    """Connected parts (8-connected) of at least 1% of the image."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return int(np.count_nonzero(sizes * 100 >= mask.size))
 
 
 def _background_level(paper_hist: np.ndarray) -> int:

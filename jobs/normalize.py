@@ -10,12 +10,13 @@ jobs/strokes.py fits them to the box at MNIST's stroke width.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 from PIL import Image
 
 from jobs.cleanup import keep_digit
 from jobs.errors import InputError
-from jobs.ink import BLANK, MIN_CONTRAST, Levels, measure_levels
+from jobs.ink import BLANK, Levels, measure_levels
 from jobs.strokes import BOX_SIDE, fit_box
 
 PREPROCESS_MODES: tuple[str, ...] = ("auto", "mnist", "none")

@@ -24,11 +24,14 @@ STROKE_LEVEL = 128
 # MNIST's stroke width at the working size, as 2 * area / perimeter of the pixels at half ink:
 # the median over the first 2,000 test digits is 7.4 (quartiles 6.4 and 8.9).
 TARGET_WIDTH_HALVES = 15
-# Widths outside [0.6, 1.8] x the target are corrected; MNIST's own 5th and 95th percentiles
+# Widths outside [0.6, 1.5] x the target are corrected; MNIST's own 5th and 95th percentiles
 # (5.0 and 11.6) are inside, so its digits are left as they are.
-THIN_TENTHS, THICK_TENTHS = 6, 18
-# Stretch is undone only on strong evidence: strokes 1.5 times wider one way than the other.
-STRETCH_HALVES = 3
+THIN_TENTHS, THICK_TENTHS = 6, 15
+# Stretch is undone only when the ink spans the image and its strokes are 1.3 times wider one
+# way than the other (a normal digit's strokes differ by less: pens are round).
+STRETCH_TENTHS = 13
+# A box two thirds full of ink is a stretched 1, squeezed to a sixth of its height.
+FILLED_THIRDS, BAR_SIXTH = 3, 6
 # A single upright bar spanning the image's width is a stretched 1 when its strokes are wider
 # than a quarter of its height; it is squeezed to an eighth, about a bold MNIST 1.
 BAR_QUARTER, BAR_EIGHTH = 4, 8
@@ -44,11 +47,23 @@ def fit_box(crop: np.ndarray, spans_width: bool, spans_height: bool) -> np.ndarr
     work = _resize(crop, size)
     if scale > 1 and _two_level(crop):
         work = np.where(work >= STROKE_LEVEL, 255, 0).astype(np.uint8)
-    work = _adjust_width(_full_strength(work))
+    work, adjusted = _adjust_width(_full_strength(work))
+    if not adjusted and (squeeze_x, squeeze_y) == (1.0, 1.0) and max(crop.shape) == BOX_SIDE:
+        return _full_strength(crop)  # already MNIST's size: MNIST in "mnist" mode stays itself
+    work = _inked_part(work)
     height, width = work.shape
     scale = BOX_SIDE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return _full_strength(_resize(work, size))
+
+
+def _inked_part(work: np.ndarray) -> np.ndarray:
+    # A thinner stroke is also a shorter one: the box is fitted to what remains.
+    rows = np.flatnonzero(work.any(axis=1))
+    cols = np.flatnonzero(work.any(axis=0))
+    if len(rows) == 0:
+        return work
+    return work[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -87,22 +102,23 @@ def stroke_width_halves(mask: np.ndarray) -> tuple[int, int]:
     return 2 * area, max(1, perimeter)
 
 
-def _adjust_width(work: np.ndarray) -> np.ndarray:
+def _adjust_width(work: np.ndarray) -> tuple[np.ndarray, bool]:
     mask = work >= STROKE_LEVEL
     if not mask.any():
-        return work
+        return work, False
     num, den = stroke_width_halves(mask)
     # width = num / den, target = TARGET_WIDTH_HALVES / 2; compared as integers.
     if 20 * num < THIN_TENTHS * TARGET_WIDTH_HALVES * den:
         # radius = round((target - width) / 2), at least 1
         radius = max(1, (TARGET_WIDTH_HALVES * den - 2 * num + 2 * den) // (4 * den))
-        return _max_filter(np.pad(work, radius), radius)
+        return _max_filter(np.pad(work, radius), radius), True
     if 20 * num > THICK_TENTHS * TARGET_WIDTH_HALVES * den:
         radius = max(1, (2 * num - TARGET_WIDTH_HALVES * den + 2 * den) // (4 * den))
         thinner = _min_filter(work, radius)
         # A thinner stroke must still be a stroke: keep the marker drawing if erosion erases it.
-        return thinner if int(thinner.max()) >= STROKE_LEVEL else work
-    return work
+        if int(thinner.max()) >= STROKE_LEVEL:
+            return thinner, True
+    return work, False
 
 
 def _max_filter(image: np.ndarray, radius: int) -> np.ndarray:
@@ -145,12 +161,16 @@ def _stretch(mask: np.ndarray, spans_width: bool, spans_height: bool) -> tuple[f
     has_upright = 10 * int(np.count_nonzero(upright)) >= count
     has_lying = 10 * int(np.count_nonzero(lying)) >= count
     height, width = mask.shape
+    if spans_width and spans_height and FILLED_THIRDS * count >= 2 * mask.size:
+        # Two thirds of the box is ink: no digit but a 1 fills its box that much (others stay
+        # below 0.62 even when bold), so it is one upright stroke stretched sideways.
+        return BAR_SIXTH * width / height, 1.0
     if has_upright and has_lying:
         wide = _lower_median(across[upright])
         tall = _lower_median(down[lying])
-        if spans_width and 2 * wide >= STRETCH_HALVES * tall:
+        if spans_width and 10 * wide >= STRETCH_TENTHS * tall:
             return wide / tall, 1.0
-        if spans_height and 2 * tall >= STRETCH_HALVES * wide:
+        if spans_height and 10 * tall >= STRETCH_TENTHS * wide:
             return 1.0, tall / wide
         return 1.0, 1.0
     if has_upright and spans_width:
