@@ -90,8 +90,8 @@ def _normalize(image: np.ndarray) -> np.ndarray:
     inked = keep_digit(levels.lut()[preview])
     rows, cols = _ink_box(inked)
     # Ink that runs from edge to edge may have been stretched to fill the image.
-    spans_height = rows.start == 0 and rows.stop == inked.shape[0]
-    spans_width = cols.start == 0 and cols.stop == inked.shape[1]
+    spans_height = bool(inked[0].any() and inked[-1].any())
+    spans_width = bool(inked[:, 0].any() and inked[:, -1].any())
     if factor > 1 and max(rows.stop - rows.start, cols.stop - cols.start) < REFINE_BELOW:
         inked, rows, cols = _refine(image, levels, rows, cols, factor)
     return _place(fit_box(inked[rows, cols], spans_width, spans_height))

@@ -711,6 +711,15 @@ function place(patch, width, height) {
   return canvas;
 }
 
+function rowHasInk(inked, width, y) {
+  return inked.subarray(y * width, (y + 1) * width).some((v) => v > 0);
+}
+
+function colHasInk(inked, width, height, x) {
+  for (let y = 0; y < height; y++) if (inked[y * width + x]) return true;
+  return false;
+}
+
 // gray: Uint8Array of width*height pixels. Returns the 28x28 MNIST-style image as 784 bytes;
 // throws BlankError when there is nothing to read.
 export function toMnist(gray, width, height) {
@@ -718,8 +727,8 @@ export function toMnist(gray, width, height) {
   const inked = keepDigit(gray.map((v) => lut[v]), width, height);
   const [[top, bottom], [left, right]] = inkBox(inked, width, height);
   // Ink that runs from edge to edge may have been stretched to fill the image.
-  const spansHeight = top === 0 && bottom === height;
-  const spansWidth = left === 0 && right === width;
+  const spansHeight = rowHasInk(inked, width, 0) && rowHasInk(inked, width, height - 1);
+  const spansWidth = colHasInk(inked, width, height, 0) && colHasInk(inked, width, height, width - 1);
   const cropWidth = right - left;
   const cropHeight = bottom - top;
   const crop = new Uint8Array(cropWidth * cropHeight);
