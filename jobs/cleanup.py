@@ -22,8 +22,9 @@ STROKE_LEVEL = 128
 FAINT_LEVEL = 38
 # Frame lines are looked for this deep from each edge: a fifth of the side.
 FRAME_DEPTH_FIFTHS = 1
-# A row (column) is a frame line when ink covers 8/10 of it ...
-FRAME_FULL_TENTHS = 8
+# A row (column) is a frame line when ink covers 19/20 of it (a 7's stem near the edge of a
+# tight crop covers less) ...
+FRAME_FULL_TWENTIETHS = 19
 # ... and the run of such lines is at most this fraction of the side thick (a 7's bar in a tight
 # crop is thicker and, alone on its side, is kept by the next rule).
 FRAME_THICK_DIVISOR = 10
@@ -119,7 +120,7 @@ def _inside_frame(mask: np.ndarray) -> tuple[int, int, int, int]:
 def _frame_depth(counts: np.ndarray, length: int, side: int) -> int:
     """How many lines from this edge to clear: through the innermost frame line, or 0."""
     limit = max(1, side * FRAME_DEPTH_FIFTHS // 5)
-    full = counts * 10 >= FRAME_FULL_TENTHS * length
+    full = counts * 20 >= FRAME_FULL_TWENTIETHS * length
     last = -1
     for k in range(min(limit, len(full))):
         if full[k]:

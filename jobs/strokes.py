@@ -170,8 +170,10 @@ def _stretch(mask: np.ndarray, spans_width: bool, spans_height: bool) -> tuple[f
         tall = _lower_median(down[lying])
         if spans_width and 10 * wide >= STRETCH_TENTHS * tall:
             return wide / tall, 1.0
-        if spans_height and 10 * tall >= STRETCH_TENTHS * wide:
-            return 1.0, tall / wide
+        if spans_height and 10 * tall >= STRETCH_TENTHS * wide and height > width:
+            # Digits are taller than wide: squeezing one flatter than square is never right
+            # (the runs of a filled loop look like a stretched stroke).
+            return 1.0, min(tall / wide, height / width)
         return 1.0, 1.0
     if has_upright and spans_width:
         wide = _lower_median(across[upright])

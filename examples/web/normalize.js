@@ -23,7 +23,7 @@ const MINORITY_PERCENT = 45;
 const STROKE_LEVEL = 128;
 const FAINT_LEVEL = 38;
 const FRAME_DEPTH_FIFTHS = 1;
-const FRAME_FULL_TENTHS = 8;
+const FRAME_FULL_TWENTIETHS = 19;
 const FRAME_THICK_DIVISOR = 10;
 const FRAME_MIN_SIDES = 2;
 const CELL_MIN_FIFTHS_INV = 5;
@@ -252,7 +252,7 @@ function isNoise(mask, width, height) {
 
 function frameDepth(counts, length, side) {
   const limit = Math.max(1, Math.floor((side * FRAME_DEPTH_FIFTHS) / 5));
-  const full = counts.map((c) => c * 10 >= FRAME_FULL_TENTHS * length);
+  const full = counts.map((c) => c * 20 >= FRAME_FULL_TWENTIETHS * length);
   let last = -1;
   for (let k = 0; k < Math.min(limit, full.length); k++) if (full[k]) last = k;
   if (last < 0) return 0;
@@ -651,7 +651,9 @@ function stretch(mask, width, height, spansWidth, spansHeight) {
     const wide = lowerMedian(upright);
     const tall = lowerMedian(lying);
     if (spansWidth && 10 * wide >= STRETCH_TENTHS * tall) return [wide / tall, 1.0];
-    if (spansHeight && 10 * tall >= STRETCH_TENTHS * wide) return [1.0, tall / wide];
+    if (spansHeight && 10 * tall >= STRETCH_TENTHS * wide && height > width) {
+      return [1.0, Math.min(tall / wide, height / width)];
+    }
     return [1.0, 1.0];
   }
   if (hasUpright && spansWidth) {
