@@ -1,9 +1,8 @@
 """Keep the digit, drop the rest: grid lines along the edges of a cell, specks, faint marks, noise.
 
 Works on the ink image (ink 255 on 0) before the digit is cropped, since a grid line or a pencil
-speck would otherwise stretch the crop. scipy.ndimage does the connected components and the
-dilation: a maintained C implementation, fast, and imported only here, on the path that
-normalizes, so a folder of MNIST PNGs never loads it.
+speck would otherwise stretch the crop. Connected components and dilation come from
+jobs/components.py (why not scipy.ndimage: see there).
 
 Components use 8-connectivity and are kept or dropped by integer rules, so the browser page
 (examples/web/normalize.js) reaches the same bytes with its own labelling.
@@ -13,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jobs.components import dilate3, label
 from jobs.errors import InputError
 from jobs.ink import BLANK, percentile
 
@@ -85,12 +85,11 @@ def _is_noise(mask: np.ndarray) -> bool:
     count = int(np.count_nonzero(mask))
     padded = np.pad(mask, 1).astype(np.int32)
     height, width = mask.shape
-    neighbours = sum(
-        padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
-        for dy in (-1, 0, 1)
-        for dx in (-1, 0, 1)
-        if dy or dx
-    )
+    neighbours = np.zeros(mask.shape, dtype=np.int32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                neighbours += padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
     agree = int(neighbours[mask].sum())
     size = mask.size
     # Chance-corrected agreement, (agree / (8 count) - p) / (1 - p) with p = count / size, below
@@ -140,12 +139,10 @@ def _frame_depth(counts: np.ndarray, length: int, side: int) -> int:
 
 def _main_strokes(mask: np.ndarray, inked: np.ndarray) -> np.ndarray:
     """The strokes of the digit: the heaviest component and the pieces near it or heavy too."""
-    from scipy import ndimage
-
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    labels, count = label(mask)
     ink = np.bincount(labels.ravel(), weights=inked.ravel().astype(np.float64), minlength=count + 1)
     masses = [int(m) for m in ink[1:]]
-    boxes = ndimage.find_objects(labels)
+    boxes = _boxes(labels, count)
     order = sorted(range(count), key=lambda i: (-masses[i], i))
     main = order[0]
     top, bottom = boxes[main][0].start, boxes[main][0].stop
@@ -168,4 +165,22 @@ def _main_strokes(mask: np.ndarray, inked: np.ndarray) -> np.ndarray:
     lookup = np.zeros(count + 1, dtype=bool)
     lookup[[i + 1 for i in kept]] = True
     # One pixel of margin keeps the anti-aliased edge of the kept strokes.
-    return ndimage.binary_dilation(lookup[labels], structure=np.ones((3, 3), dtype=bool))
+    return dilate3(lookup[labels])
+
+
+def _boxes(labels: np.ndarray, count: int) -> list[tuple[slice, slice]]:
+    """The bounding box of each component, as scipy.ndimage.find_objects gives them."""
+    rows, cols = np.nonzero(labels)
+    ids = labels[rows, cols] - 1
+    top = np.full(count, labels.shape[0])
+    bottom = np.zeros(count, dtype=np.int64)
+    left = np.full(count, labels.shape[1])
+    right = np.zeros(count, dtype=np.int64)
+    np.minimum.at(top, ids, rows)
+    np.maximum.at(bottom, ids, rows + 1)
+    np.minimum.at(left, ids, cols)
+    np.maximum.at(right, ids, cols + 1)
+    return [
+        (slice(int(top[i]), int(bottom[i])), slice(int(left[i]), int(right[i])))
+        for i in range(count)
+    ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jobs.components import label
 from jobs.errors import InputError
 
 BLANK = "no ink found: the image is blank"
@@ -145,10 +146,10 @@ def _uniform_border_lines(image: np.ndarray, dark: np.ndarray) -> list[tuple[np.
     height, width = dark.shape
     out = []
     for k in range(_depth(dark.shape)):
-        for index in ((k, slice(None)), (height - 1 - k, slice(None))):
-            out += _vote(image[index], dark[index])
-        for index in ((slice(None), k), (slice(None), width - 1 - k)):
-            out += _vote(image[index], dark[index])
+        for row in (k, height - 1 - k):
+            out += _vote(image[row], dark[row])
+        for col in (k, width - 1 - k):
+            out += _vote(image[:, col], dark[:, col])
     return out
 
 
@@ -166,9 +167,7 @@ def _vote(line: np.ndarray, dark: np.ndarray) -> list[tuple[np.ndarray, bool]]:
 
 def _pieces(mask: np.ndarray) -> int:
     """Connected parts (8-connected) of at least 1% of the image."""
-    from scipy import ndimage
-
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    labels, count = label(mask)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     return int(np.count_nonzero(sizes * 100 >= mask.size))
 

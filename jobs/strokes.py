@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from jobs.components import max_filter, min_filter
+
 BOX_SIDE = 20
 STROKE_SIDE = 4 * BOX_SIDE
 STROKE_LEVEL = 128
@@ -111,26 +113,14 @@ def _adjust_width(work: np.ndarray) -> tuple[np.ndarray, bool]:
     if 20 * num < THIN_TENTHS * TARGET_WIDTH_HALVES * den:
         # radius = round((target - width) / 2), at least 1
         radius = max(1, (TARGET_WIDTH_HALVES * den - 2 * num + 2 * den) // (4 * den))
-        return _max_filter(np.pad(work, radius), radius), True
+        return max_filter(np.pad(work, radius), radius), True
     if 20 * num > THICK_TENTHS * TARGET_WIDTH_HALVES * den:
         radius = max(1, (2 * num - TARGET_WIDTH_HALVES * den + 2 * den) // (4 * den))
-        thinner = _min_filter(work, radius)
+        thinner = min_filter(work, radius)
         # A thinner stroke must still be a stroke: keep the marker drawing if erosion erases it.
         if int(thinner.max()) >= STROKE_LEVEL:
             return thinner, True
     return work, False
-
-
-def _max_filter(image: np.ndarray, radius: int) -> np.ndarray:
-    from scipy import ndimage
-
-    return ndimage.maximum_filter(image, size=2 * radius + 1, mode="constant", cval=0)
-
-
-def _min_filter(image: np.ndarray, radius: int) -> np.ndarray:
-    from scipy import ndimage
-
-    return ndimage.minimum_filter(image, size=2 * radius + 1, mode="constant", cval=0)
 
 
 def _runs(mask: np.ndarray) -> np.ndarray:
