@@ -62,15 +62,13 @@ def measure_levels(image: np.ndarray) -> Levels:
         raise InputError(BLANK)
     threshold = otsu(hist)
     dark = image <= threshold
-    paper_lines = _uniform_border_lines(image, dark)
-    light_votes = sum(1 for line, is_dark in paper_lines if not is_dark)
-    dark_votes = len(paper_lines) - light_votes
-    total_lines = _border_line_count(image.shape)
-    if max(light_votes, dark_votes) * 2 >= total_lines and light_votes != dark_votes:
-        paper_is_light = light_votes > dark_votes
-        # The paper's own grey levels: the border lines that voted for it, as a photo's paper
-        # varies with the light and the noise there says how far the paper reaches.
-        paper = np.concatenate([line for line, is_dark in paper_lines if is_dark != paper_is_light])
+    # The border is judged by Otsu's classes, then against the middle of the image's range:
+    # Otsu may split paper lit unevenly around a small digit, the middle stays below all of it.
+    decided = _border_decides(image, dark)
+    if decided is None:
+        decided = _border_decides(image, image <= (low + high) // 2)
+    if decided is not None:
+        paper_is_light, paper = decided
     else:
         dark_count = int(np.count_nonzero(dark))
         corners = [bool(dark[0, 0]), bool(dark[0, -1]), bool(dark[-1, 0]), bool(dark[-1, -1])]
@@ -105,6 +103,22 @@ def measure_levels(image: np.ndarray) -> Levels:
     if ink - background < MIN_CONTRAST:
         raise InputError(BLANK)
     return Levels(invert=invert, background=background, ink=ink)
+
+
+def _border_decides(image: np.ndarray, dark: np.ndarray) -> tuple[bool, np.ndarray] | None:
+    """(paper is light, the paper's grey levels) when most border lines agree, else None."""
+    paper_lines = _uniform_border_lines(image, dark)
+    light_votes = sum(1 for _, is_dark in paper_lines if not is_dark)
+    dark_votes = len(paper_lines) - light_votes
+    if max(light_votes, dark_votes) * 2 < _border_line_count(image.shape):
+        return None
+    if light_votes == dark_votes:
+        return None
+    paper_is_light = light_votes > dark_votes
+    # The paper's own grey levels: the border lines that voted for it, as a photo's paper varies
+    # with the light and the noise there says how far the paper reaches.
+    paper = np.concatenate([line for line, is_dark in paper_lines if is_dark != paper_is_light])
+    return paper_is_light, paper
 
 
 def otsu(hist: np.ndarray) -> int:

@@ -182,3 +182,22 @@ def test_optdigits_are_read_and_none_is_blank(optdigits, committed_model: Path) 
     assert blank == [], f"optdigits refused as blank: {blank[:10]}"
     digits = load(committed_model)(np.stack(read_back))[1]  # type: ignore[arg-type]
     assert (digits == labels).mean() >= 0.93
+
+
+@pytest.mark.mnist
+def test_scan_like_photo_with_a_small_digit_is_not_blank(test_set, tmp_path: Path) -> None:
+    """benchmarks/realworld.py's scan-like variant of test digit 394: a small pencil 9 on paper lit
+    unevenly, which Otsu splits in two; the middle of the range still finds the paper."""
+    from realworld import scan
+
+    from jobs.images import read_image
+
+    rng = np.random.default_rng(0)
+    for image in test_set[0][:394]:
+        scan(image, rng)  # the variant draws from one generator, digit after digit
+    picture, _ = scan(test_set[0][394], rng)
+    picture.save(tmp_path / "394.jpg", quality=75)
+
+    out = to_mnist(read_image(tmp_path / "394.jpg", draft_side=512))
+
+    assert max(ink_box(out)) == 20

@@ -160,15 +160,8 @@ function vote(values, dark, votes) {
   }
 }
 
-function measureLevels(gray, width, height) {
-  let hist = histogram(gray);
-  let low = 0;
-  while (hist[low] === 0) low++;
-  let high = 255;
-  while (hist[high] === 0) high--;
-  if (high - low < MIN_CONTRAST) throw new BlankError('no ink');
-  const threshold = otsu(hist);
-  const dark = gray.map((v) => (v <= threshold ? 1 : 0));
+// [paper is light, the paper's grey levels] when most border lines agree, else null.
+function borderDecides(gray, dark, width, height) {
   const depth = Math.max(1, Math.floor(Math.min(width, height) / BORDER_DEPTH));
   const row = (a, y) => Array.from(a.subarray(y * width, (y + 1) * width));
   const col = (a, x) => Array.from({ length: height }, (_, y) => a[y * width + x]);
@@ -179,11 +172,31 @@ function measureLevels(gray, width, height) {
   }
   const darkVotes = votes.filter((v) => v.isDark).length;
   const lightVotes = votes.length - darkVotes;
+  if (Math.max(lightVotes, darkVotes) * 2 < 4 * depth || lightVotes === darkVotes) return null;
+  const paperIsLight = lightVotes > darkVotes;
+  return [paperIsLight, votes.filter((v) => v.isDark !== paperIsLight).flatMap((v) => v.pixels)];
+}
+
+function measureLevels(gray, width, height) {
+  let hist = histogram(gray);
+  let low = 0;
+  while (hist[low] === 0) low++;
+  let high = 255;
+  while (hist[high] === 0) high--;
+  if (high - low < MIN_CONTRAST) throw new BlankError('no ink');
+  const threshold = otsu(hist);
+  const dark = gray.map((v) => (v <= threshold ? 1 : 0));
+  // The border is judged by Otsu's classes, then against the middle of the image's range (Otsu
+  // may split unevenly lit paper around a small digit).
+  const middle = Math.floor((low + high) / 2);
+  let decided = borderDecides(gray, dark, width, height);
+  if (decided === null) {
+    decided = borderDecides(gray, gray.map((v) => (v <= middle ? 1 : 0)), width, height);
+  }
   let paperIsLight;
   let paper;
-  if (Math.max(lightVotes, darkVotes) * 2 >= 4 * depth && lightVotes !== darkVotes) {
-    paperIsLight = lightVotes > darkVotes;
-    paper = votes.filter((v) => v.isDark !== paperIsLight).flatMap((v) => v.pixels);
+  if (decided !== null) {
+    [paperIsLight, paper] = decided;
   } else {
     let darkCount = 0;
     for (const d of dark) darkCount += d;
