@@ -139,7 +139,7 @@ def accuracy(folder: Path, labels: np.ndarray, preprocess: str) -> tuple[float, 
 def tesseract(folder: Path, labels: np.ndarray, count: int) -> float | None:
     """Tesseract's accuracy on the first `count` files, as given; None when it is not installed."""
     program = shutil.which("tesseract")
-    if program is None:
+    if program is None or count <= 0:
         return None
     files = sorted(folder.iterdir())[:count]
 
@@ -249,7 +249,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000, help="test images per variant")
     parser.add_argument("--stress-count", type=int, default=500, help="test images per stress set")
     parser.add_argument(
-        "--ocr-count", type=int, default=500, help="images per set Tesseract reads (it is slow)"
+        "--ocr-count",
+        type=int,
+        default=500,
+        help="images per set Tesseract reads (it is slow; 0: none)",
     )
     parser.add_argument("--skip-variants", action="store_true", help="only stress and optdigits")
     parser.add_argument("--json", type=Path, help="also write the figures here")
