@@ -20,8 +20,8 @@ from jobs.ink import BLANK, percentile
 # (the bounding box's threshold, 15% of full ink).
 STROKE_LEVEL = 128
 FAINT_LEVEL = 38
-# Frame lines are looked for this deep from each edge: a fifth of the side.
-FRAME_DEPTH_FIFTHS = 1
+# Frame lines are looked for within side // FRAME_DEPTH_DIVISOR of each edge.
+FRAME_DEPTH_DIVISOR = 5
 # A row (column) is a frame line when ink covers 19/20 of it (a 7's stem near the edge of a
 # tight crop covers less) ...
 FRAME_FULL_TWENTIETHS = 19
@@ -31,8 +31,8 @@ FRAME_THICK_DIVISOR = 10
 # Lines are removed only when at least two sides have one: a cell has a frame, a tight crop of a
 # 7 or a 2 has a bar along one side only.
 FRAME_MIN_SIDES = 2
-# Inside a frame, a digit spans at least a fifth of the cell; less is specks.
-CELL_MIN_FIFTHS_INV = 5
+# Inside a frame, a digit spans at least 1 / CELL_MIN_PART of the cell; less is specks.
+CELL_MIN_PART = 5
 # Ink pixels whose 8 neighbours are ink hardly more often than chance are noise, not strokes:
 # chance-corrected, a hairline scores about 23 hundredths, a filled box 67, uniform noise 0.
 MIN_COHERENCE_PERCENT = 12
@@ -66,7 +66,7 @@ def _too_small(strokes: np.ndarray, side: int) -> bool:
     rows = np.flatnonzero(strokes.any(axis=1))
     cols = np.flatnonzero(strokes.any(axis=0))
     extent = max(int(rows[-1] - rows[0]), int(cols[-1] - cols[0])) + 1
-    return extent * CELL_MIN_FIFTHS_INV < side
+    return extent * CELL_MIN_PART < side
 
 
 def _restretch(inked: np.ndarray) -> np.ndarray:
@@ -118,7 +118,7 @@ def _inside_frame(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def _frame_depth(counts: np.ndarray, length: int, side: int) -> int:
     """How many lines from this edge to clear: through the innermost frame line, or 0."""
-    limit = max(1, side * FRAME_DEPTH_FIFTHS // 5)
+    limit = max(1, side // FRAME_DEPTH_DIVISOR)
     full = counts * 20 >= FRAME_FULL_TWENTIETHS * length
     last = -1
     for k in range(min(limit, len(full))):

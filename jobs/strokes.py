@@ -26,8 +26,8 @@ STROKE_LEVEL = 128
 # MNIST's stroke width at the working size, as 2 * area / perimeter of the pixels at half ink:
 # the median over the first 2,000 test digits is 7.4 (quartiles 6.4 and 8.9).
 TARGET_WIDTH_HALVES = 15
-# Widths outside [0.6, 1.5] x the target are corrected; MNIST's own 5th and 95th percentiles
-# (5.0 and 11.6) are inside, so its digits are left as they are.
+# Widths outside [0.6, 1.5] x the target (4.5 to 11.25) are corrected; MNIST's own digits from its
+# 5th percentile (5.0) to about its 94th are left as they are.
 THIN_TENTHS, THICK_TENTHS = 6, 15
 # Stretch is undone only when the ink spans the image and its strokes are 1.3 times wider one
 # way than the other (a normal digit's strokes differ by less: pens are round).

@@ -22,11 +22,11 @@ const MINORITY_PERCENT = 45;
 // jobs/cleanup.py
 const STROKE_LEVEL = 128;
 const FAINT_LEVEL = 38;
-const FRAME_DEPTH_FIFTHS = 1;
+const FRAME_DEPTH_DIVISOR = 5;
 const FRAME_FULL_TWENTIETHS = 19;
 const FRAME_THICK_DIVISOR = 10;
 const FRAME_MIN_SIDES = 2;
-const CELL_MIN_FIFTHS_INV = 5;
+const CELL_MIN_PART = 5;
 const MIN_COHERENCE_PERCENT = 12;
 // jobs/strokes.py
 const TARGET_WIDTH_HALVES = 15;
@@ -264,7 +264,7 @@ function isNoise(mask, width, height) {
 }
 
 function frameDepth(counts, length, side) {
-  const limit = Math.max(1, Math.floor((side * FRAME_DEPTH_FIFTHS) / 5));
+  const limit = Math.max(1, Math.floor(side / FRAME_DEPTH_DIVISOR));
   const full = counts.map((c) => c * 20 >= FRAME_FULL_TWENTIETHS * length);
   let last = -1;
   for (let k = 0; k < Math.min(limit, full.length); k++) if (full[k]) last = k;
@@ -379,7 +379,7 @@ function tooSmall(strokes, width, height, side) {
     }
   }
   const extent = Math.max(bottom - top, right - left) + 1;
-  return extent * CELL_MIN_FIFTHS_INV < side;
+  return extent * CELL_MIN_PART < side;
 }
 
 function keepDigit(inked, width, height) {
