@@ -1,9 +1,15 @@
 """How well does classify-batch read digits that look like scans and photos, not like MNIST?
 
-Makes variants of the official test images (rescaled, shifted, inverted, RGB, JPEG, and all of
-them at once), runs classify-batch on each folder, and prints accuracy against the labels:
+Three tables, each from folders of image files handed to classify-batch as a user would:
+- variants of the official test images (rescaled, shifted, inverted, RGB, JPEG, all at once);
+- the stress sets of benchmarks/stress.py (tight binarized crops, 16x16 scans, grid cells,
+  photographed cells, hairlines, markers), beside the same digits as plain MNIST PNGs;
+- real handwriting from other writers and another scanner: UCI optdigits (OPTDIGITS_FILE), each
+  32x32 bitmap written as a 1-bit PNG, black ink on white.
+Beside the stress sets and optdigits, Tesseract (Debian's tesseract-ocr, `--psm 10`, digits only)
+reads the same files, when it is installed:
 
-    MNIST_DATA_DIR=... python benchmarks/realworld.py [--count 2000] [--json out.json]
+    MNIST_DATA_DIR=... OPTDIGITS_FILE=... python benchmarks/realworld.py [--json out.json]
 """
 
 import argparse
@@ -11,14 +17,19 @@ import csv
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stress import STRESS_SETS  # noqa: E402
 
 Variant = Callable[[np.ndarray, np.random.Generator], tuple[Image.Image, str]]
 
@@ -95,7 +106,8 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def accuracy(folder: Path, labels: np.ndarray, preprocess: str) -> tuple[float, int]:
+def classify(folder: Path, preprocess: str) -> tuple[dict[str, int], int]:
+    """classify-batch's digit for each file stem, and how many files it refused as blank."""
     out = folder.with_suffix(f".{preprocess}.csv")
     subprocess.run(
         [
@@ -110,33 +122,154 @@ def accuracy(folder: Path, labels: np.ndarray, preprocess: str) -> tuple[float, 
     )
     with open(out, newline="") as f:
         digits = {Path(r["source"]).stem: int(r["digit"]) for r in csv.DictReader(f)}
-    right = sum(digits.get(f"{i:05d}") == label for i, label in enumerate(labels))
-    return right / len(labels), len(labels) - len(digits)
+    with open(out.with_suffix(".errors.csv"), newline="") as f:
+        blank = sum("blank" in r["error"] for r in csv.DictReader(f))
+    return digits, blank
+
+
+def score(digits: dict[str, int], labels: np.ndarray) -> float:
+    return sum(digits.get(f"{i:05d}") == label for i, label in enumerate(labels)) / len(labels)
+
+
+def accuracy(folder: Path, labels: np.ndarray, preprocess: str) -> tuple[float, int]:
+    digits, _ = classify(folder, preprocess)
+    return score(digits, labels), len(labels) - len(digits)
+
+
+def tesseract(folder: Path, labels: np.ndarray, count: int) -> float | None:
+    """Tesseract's accuracy on the first `count` files, as given; None when it is not installed."""
+    program = shutil.which("tesseract")
+    if program is None or count <= 0:
+        return None
+    files = sorted(folder.iterdir())[:count]
+
+    def read(path: Path) -> str:
+        result = subprocess.run(
+            [
+                program,
+                str(path),
+                "stdout",
+                "--psm",
+                "10",
+                "-c",
+                "tessedit_char_whitelist=0123456789",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+        )
+        return result.stdout.strip()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        texts = list(pool.map(read, files))
+    right = sum(
+        text == str(labels[int(path.stem)]) for path, text in zip(files, texts, strict=True)
+    )
+    return right / len(files)
+
+
+def load_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 32x32 bitmaps (True = ink) and labels of UCI optdigits' original text format."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if len(line) == 32 and set(line) <= {"0", "1"})
+    bitmaps, labels = [], []
+    for at in range(start, len(lines) - 32, 33):
+        bitmaps.append([[c == "1" for c in lines[at + r]] for r in range(32)])
+        labels.append(int(lines[at + 32]))
+    return np.array(bitmaps), np.array(labels, dtype=np.uint8)
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def variants(images: np.ndarray, labels: np.ndarray, tmp: Path) -> dict:
+    results = {}
+    print(f"{'variant':28} {'auto':>8} {'none':>8}   (accuracy on {len(labels):,} test images)")
+    for name, make in VARIANTS.items():
+        rng = np.random.default_rng(0)
+        folder = tmp / name.split()[0].lower()
+        folder.mkdir()
+        for i, image in enumerate(images):
+            picture, fmt = make(image, rng)
+            picture.save(folder / f"{i:05d}.{fmt}", quality=75)
+        auto, _ = accuracy(folder, labels, "auto")
+        none, refused = accuracy(folder, labels, "none")
+        none_text = f"{none:8.2%}" if not refused else f"{'refused':>8}"
+        print(f"{name:28} {auto:8.2%} {none_text}")
+        results[name] = {"auto": auto, "none": None if refused else none}
+    return results
+
+
+def stress(images: np.ndarray, labels: np.ndarray, tmp: Path, ocr_count: int) -> dict:
+    plain_folder = tmp / "stress-plain"
+    plain_folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(plain_folder / f"{i:05d}.png")
+    plain = score(classify(plain_folder, "auto")[0], labels)
+    ocr_plain = tesseract(plain_folder, labels, ocr_count)
+    print(f"\n{'stress set':34} {'plain MNIST':>11} {'job':>8} {'blank':>6} {'tesseract':>10}")
+    name = "(the same digits as MNIST PNGs)"
+    print(f"{name:34} {plain:11.2%} {'':>8} {'':>6} {percent(ocr_plain):>10}")
+    results = {"plain MNIST": {"job": plain, "tesseract": ocr_plain}}
+    for k, (name, make) in enumerate(STRESS_SETS.items()):
+        rng = np.random.default_rng(0)
+        folder = tmp / f"stress-{k}"
+        folder.mkdir()
+        for i, image in enumerate(images):
+            Image.fromarray(make(image, rng)).save(folder / f"{i:05d}.png")
+        digits, blank = classify(folder, "auto")
+        job = score(digits, labels)
+        ocr = tesseract(folder, labels, ocr_count)
+        print(f"{name:34} {plain:11.2%} {job:8.2%} {blank:6d} {percent(ocr):>10}")
+        results[name] = {"plain": plain, "job": job, "blank": blank, "tesseract": ocr}
+    return results
+
+
+def optdigits(tmp: Path, ocr_count: int) -> dict | None:
+    path = os.environ.get("OPTDIGITS_FILE")
+    if not path:
+        print("\noptdigits: skipped (set OPTDIGITS_FILE to optdigits-orig.tra)")
+        return None
+    bitmaps, labels = load_optdigits(Path(path))
+    folder = tmp / "optdigits"
+    folder.mkdir()
+    for i, bitmap in enumerate(bitmaps):
+        Image.fromarray(~bitmap).save(folder / f"{i:05d}.png")  # mode "1": 1-bit, ink black
+    digits, blank = classify(folder, "auto")
+    job = score(digits, labels)
+    ocr = tesseract(folder, labels, ocr_count)
+    print(f"\noptdigits ({len(labels):,} digits): job {job:.2%}, refused as blank {blank},")
+    print(f"  tesseract {percent(ocr)} on the first {min(ocr_count, len(labels))}")
+    return {"count": len(labels), "job": job, "blank": blank, "tesseract": ocr}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000, help="test images per variant")
+    parser.add_argument("--stress-count", type=int, default=500, help="test images per stress set")
+    parser.add_argument(
+        "--ocr-count",
+        type=int,
+        default=500,
+        help="images per set Tesseract reads (it is slow; 0: none)",
+    )
+    parser.add_argument("--skip-variants", action="store_true", help="only stress and optdigits")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    images, labels = load_test_set(args.count)
-    results = {}
-    print(f"{'variant':28} {'auto':>8} {'none':>8}   (accuracy on {len(labels):,} test images)")
+    if shutil.which("tesseract") is None:
+        print("tesseract is not installed (apt-get install tesseract-ocr): its column is n/a\n")
+    images, labels = load_test_set(max(args.count, args.stress_count))
+    report: dict = {"count": args.count, "stress_count": args.stress_count}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, make in VARIANTS.items():
-            rng = np.random.default_rng(0)
-            folder = Path(tmp) / name.split()[0].lower()
-            folder.mkdir()
-            for i, image in enumerate(images):
-                picture, fmt = make(image, rng)
-                picture.save(folder / f"{i:05d}.{fmt}", quality=75)
-            auto, _ = accuracy(folder, labels, "auto")
-            none, refused = accuracy(folder, labels, "none")
-            none_text = f"{none:8.2%}" if not refused else f"{'refused':>8}"
-            print(f"{name:28} {auto:8.2%} {none_text}")
-            results[name] = {"auto": auto, "none": None if refused else none}
+        if not args.skip_variants:
+            report["accuracy"] = variants(images[: args.count], labels[: args.count], Path(tmp))
+        report["stress"] = stress(
+            images[: args.stress_count], labels[: args.stress_count], Path(tmp), args.ocr_count
+        )
+        report["optdigits"] = optdigits(Path(tmp), args.ocr_count)
     if args.json:
-        args.json.write_text(json.dumps({"count": len(labels), "accuracy": results}, indent=2))
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,22 +2,25 @@
 
 MNIST was made by fitting each digit into a 20x20 box (keeping its aspect ratio, with
 anti-aliasing) and pasting it into a 28x28 field so that its centre of mass sits at the centre.
-The model only knows that distribution, so scans and photos are brought to it the same way.
+The model only knows that distribution, so scans and photos are brought to it the same way:
+jobs/ink.py tells ink from paper, jobs/cleanup.py keeps only the digit's strokes, and
+jobs/strokes.py fits them to the box at MNIST's stroke width.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from classify_batch.contract import IMAGE_SIDE, PREPROCESS_MODES
+from classify_batch.jobs.cleanup import keep_digit
 from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.ink import BLANK, Levels, measure_levels
+from classify_batch.jobs.strokes import BOX_SIDE, fit_box
 
 MNIST_SIDE = IMAGE_SIDE
-BOX_SIDE = 20
 # Centre of mass of MNIST digits in (row, col) pixel indices: measured mean is (13.99, 14.01).
 CENTRE = 14.0
 
@@ -27,8 +30,6 @@ WORK_SIDE = 512
 # When the ink is smaller than this (in reduced pixels), re-crop it from the full-size image.
 REFINE_BELOW = 4 * BOX_SIDE
 
-# Ink must stand out from the background by this many grey levels, else the image is blank.
-MIN_CONTRAST = 20
 # Pixels below this fraction of full ink are anti-aliasing or dirt, not part of the bounding box.
 BBOX_FRACTION = 0.15
 # Fraction of the ink mass allowed outside the box on each side: drops isolated specks.
@@ -39,25 +40,7 @@ _MNIST_RING = 2
 _MNIST_MAX_RING_MEAN = 32.0
 _MNIST_MIN_INK = 128
 
-_BLANK = "no ink found: the image is blank"
-
-
-@dataclass(frozen=True)
-class _Levels:
-    """How to turn an image into ink-is-255-on-0: optional inversion, then a linear stretch."""
-
-    invert: bool
-    background: int
-    ink: int
-
-    def lut(self) -> np.ndarray:
-        values = np.arange(256, dtype=np.float32)
-        if self.invert:
-            values = 255.0 - values
-        span = max(1, self.ink - self.background)
-        # Soft threshold: everything at or below the paper goes to 0, anti-aliasing survives.
-        stretched = np.clip((values - self.background) * (255.0 / span), 0.0, 255.0)
-        return np.rint(stretched).astype(np.uint8)
+_BLANK = BLANK
 
 
 def to_mnist(gray: np.ndarray, mode: str = "auto") -> np.ndarray:
@@ -102,12 +85,15 @@ def _check_gray(gray: np.ndarray) -> np.ndarray:
 
 def _normalize(image: np.ndarray) -> np.ndarray:
     preview, factor = _reduce(image, WORK_SIDE)
-    levels = _measure_levels(preview)
-    inked = levels.lut()[preview]
+    levels = measure_levels(preview)
+    inked = keep_digit(levels.lut()[preview])
     rows, cols = _ink_box(inked)
+    # Ink that runs from edge to edge may have been stretched to fill the image.
+    spans_height = bool(inked[0].any() and inked[-1].any())
+    spans_width = bool(inked[:, 0].any() and inked[:, -1].any())
     if factor > 1 and max(rows.stop - rows.start, cols.stop - cols.start) < REFINE_BELOW:
         inked, rows, cols = _refine(image, levels, rows, cols, factor)
-    return _place(_fit_box(inked[rows, cols]))
+    return _place(fit_box(inked[rows, cols], spans_width, spans_height))
 
 
 def _reduce(image: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
@@ -117,46 +103,6 @@ def _reduce(image: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
     # Image.reduce is an integer box filter: fast, and it averages thin strokes instead of
     # dropping them the way sampling would.
     return np.asarray(Image.fromarray(image).reduce(factor)), factor
-
-
-def _measure_levels(image: np.ndarray) -> _Levels:
-    low, high = int(image.min()), int(image.max())
-    if high - low < MIN_CONTRAST:
-        raise InputError(_BLANK)
-    ring = _border(image, max(1, round(min(image.shape) * 0.04)))
-    ring_hist = np.bincount(ring, minlength=256)
-    # The paper is whatever dominates the border; it is light if it is nearer the top of the
-    # image's own range, so grey paper and uneven light still decide correctly.
-    invert = _percentile(ring_hist, 50) > (low + high) / 2
-    if invert:
-        ring_hist = ring_hist[::-1]
-    background = _background_level(ring_hist)
-    image_hist = np.bincount(image.ravel(), minlength=256)
-    if invert:
-        image_hist = image_hist[::-1]
-    above = image_hist.copy()
-    above[: background + 1] = 0
-    if above.sum() == 0:
-        raise InputError(_BLANK)
-    # A high percentile rather than the max, so one hot pixel cannot dim the whole digit.
-    ink = _percentile(above, 99)
-    if ink - background < MIN_CONTRAST:
-        raise InputError(_BLANK)
-    return _Levels(invert=invert, background=background, ink=ink)
-
-
-def _background_level(ring_hist: np.ndarray) -> int:
-    # The border's high percentile covers noisy or unevenly lit paper; capping it at a robust
-    # spread above the median keeps ink that touches the border from being taken as paper.
-    median = _percentile(ring_hist, 50)
-    spread = _percentile(ring_hist, 75) - _percentile(ring_hist, 25)
-    return min(_percentile(ring_hist, 98), median + 4 * spread)
-
-
-def _percentile(hist: np.ndarray, q: float) -> int:
-    cumulative = np.cumsum(hist)
-    rank = q / 100.0 * (int(cumulative[-1]) - 1)
-    return int(np.searchsorted(cumulative, rank, side="right"))
 
 
 def _border(image: np.ndarray, width: int) -> np.ndarray:
@@ -189,7 +135,7 @@ def _trimmed_span(profile: np.ndarray, total: float) -> slice:
 
 
 def _refine(
-    image: np.ndarray, levels: _Levels, rows: slice, cols: slice, factor: int
+    image: np.ndarray, levels: Levels, rows: slice, cols: slice, factor: int
 ) -> tuple[np.ndarray, slice, slice]:
     # The digit is small in a big photo: crop it (with a reduced pixel of margin) from the full
     # image and reduce only as far as needed, instead of upscaling a few blurry preview pixels.
@@ -200,26 +146,6 @@ def _refine(
     inked = levels.lut()[crop]
     crop_rows, crop_cols = _ink_box(inked)
     return inked, crop_rows, crop_cols
-
-
-def _fit_box(ink: np.ndarray) -> np.ndarray:
-    height, width = ink.shape
-    scale = BOX_SIDE / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # Lanczos anti-aliases when shrinking like MNIST's own resampling; when enlarging a tiny
-    # digit, bilinear avoids Lanczos' ringing halo.
-    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
-    patch = np.asarray(Image.fromarray(np.ascontiguousarray(ink)).resize(size, resample))
-    return _full_strength(patch)
-
-
-def _full_strength(patch: np.ndarray) -> np.ndarray:
-    # A pen line that is thin next to a big digit shrinks to a faint sub-pixel trace; MNIST
-    # strokes always peak at full white, so stretch the brightest pixel back to 255.
-    peak = int(patch.max())
-    if peak in (0, 255):
-        return patch
-    return np.rint(patch * (255.0 / peak)).astype(np.uint8)
 
 
 def _place(patch: np.ndarray) -> np.ndarray:

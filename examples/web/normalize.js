@@ -1,15 +1,42 @@
-// A port of jobs/normalize.py ("mnist" mode) so the page feeds the model exactly what the Python
-// job would make of the same drawing: ink levels, ink bounding box, longest side scaled to 20 px
-// with Pillow's own resampling arithmetic, pasted into 28x28 by centre of mass.
+// A port of jobs/normalize.py ("mnist" mode) and the modules it uses (jobs/ink.py, jobs/cleanup.py,
+// jobs/strokes.py), so the page feeds the model exactly what the Python job would make of the same
+// drawing: ink told from paper (Otsu, border lines, corners, pieces), frame lines and specks
+// removed, the ink cropped, stretch undone, drawn at 80 px where the stroke width is brought to
+// MNIST's, then shrunk to 20 px with Pillow's own resampling arithmetic and pasted into 28x28 by
+// centre of mass. Every decision is made on integers or exact fractions, so the bytes agree.
 // The Python job first box-reduces images larger than 512 px; the canvas is smaller, so that step
 // (and its re-crop for tiny digits) never happens here and is left out.
 
 const MNIST_SIDE = 28;
 const BOX_SIDE = 20;
+const STROKE_SIDE = 4 * BOX_SIDE;
 const CENTRE = 14.0;
 const MIN_CONTRAST = 20;
 const BBOX_THRESHOLD = pyRound(0.15 * 255);
 const BBOX_TRIM = 0.002;
+// jobs/ink.py
+const BORDER_DEPTH = 5;
+const UNIFORM_TENTHS = 9;
+const CORNER_VOTES = 3;
+const MINORITY_PERCENT = 45;
+// jobs/cleanup.py
+const STROKE_LEVEL = 128;
+const FAINT_LEVEL = 38;
+const FRAME_DEPTH_DIVISOR = 5;
+const FRAME_FULL_TWENTIETHS = 19;
+const FRAME_THICK_DIVISOR = 10;
+const FRAME_MIN_SIDES = 2;
+const CELL_MIN_PART = 5;
+const MIN_COHERENCE_PERCENT = 12;
+// jobs/strokes.py
+const TARGET_WIDTH_HALVES = 15;
+const THIN_TENTHS = 6;
+const THICK_TENTHS = 15;
+const STRETCH_TENTHS = 13;
+const FILLED_THIRDS = 3;
+const BAR_SIXTH = 6;
+const BAR_QUARTER = 4;
+const BAR_EIGHTH = 8;
 
 export class BlankError extends Error {}
 
@@ -40,40 +67,164 @@ function percentile(hist, q) {
   return hist.length;
 }
 
-// The outer ring of the image, with the same double counting as numpy's concatenation.
-function border(gray, width, height, ring) {
-  ring = Math.min(ring, Math.floor((Math.min(width, height) + 1) / 2));
-  const values = [];
-  const pushRow = (y, x0, x1) => {
-    for (let x = x0; x < x1; x++) values.push(gray[y * width + x]);
-  };
-  for (let y = 0; y < ring; y++) pushRow(y, 0, width);
-  for (let y = height - ring; y < height; y++) pushRow(y, 0, width);
-  if (height > 2 * ring) {
-    for (let y = ring; y < height - ring; y++) {
-      pushRow(y, 0, ring);
-      pushRow(y, width - ring, width);
+// --- jobs/ink.py ----------------------------------------------------------------------------------
+
+// Otsu's threshold, comparing the between-class variances as exact fractions (BigInt).
+function otsu(hist) {
+  let total = 0;
+  let totalSum = 0;
+  for (let i = 0; i < 256; i++) {
+    total += hist[i];
+    totalSum += i * hist[i];
+  }
+  let bestT = 0;
+  let bestNum = -1n;
+  let bestDen = 1n;
+  let weight = 0;
+  let mass = 0;
+  for (let t = 0; t < 255; t++) {
+    weight += hist[t];
+    mass += t * hist[t];
+    const rest = total - weight;
+    if (weight === 0 || rest === 0) continue;
+    const diff = BigInt(mass * rest - (totalSum - mass) * weight);
+    const num = diff * diff;
+    const den = BigInt(weight) * BigInt(rest);
+    if (num * bestDen > bestNum * den) {
+      bestT = t;
+      bestNum = num;
+      bestDen = den;
     }
   }
-  return values;
+  return bestT;
+}
+
+// 8-connected components, numbered in raster order of their first pixel as scipy.ndimage.label.
+function label(mask, width, height) {
+  const labels = new Int32Array(width * height);
+  const stack = [];
+  let count = 0;
+  for (let start = 0; start < mask.length; start++) {
+    if (!mask[start] || labels[start]) continue;
+    count += 1;
+    labels[start] = count;
+    stack.push(start);
+    while (stack.length) {
+      const p = stack.pop();
+      const y = Math.floor(p / width);
+      const x = p - y * width;
+      for (let dy = -1; dy <= 1; dy++) {
+        const ny = y + dy;
+        if (ny < 0 || ny >= height) continue;
+        for (let dx = -1; dx <= 1; dx++) {
+          const nx = x + dx;
+          if (nx < 0 || nx >= width) continue;
+          const q = ny * width + nx;
+          if (mask[q] && !labels[q]) {
+            labels[q] = count;
+            stack.push(q);
+          }
+        }
+      }
+    }
+  }
+  return { labels, count };
+}
+
+function pieces(mask, width, height) {
+  const { labels, count } = label(mask, width, height);
+  const sizes = new Float64Array(count + 1);
+  for (const l of labels) sizes[l] += 1;
+  let n = 0;
+  for (let i = 1; i <= count; i++) if (sizes[i] * 100 >= mask.length) n += 1;
+  return n;
+}
+
+function backgroundLevel(paperHist) {
+  const median = percentile(paperHist, 50);
+  const spread = percentile(paperHist, 75) - percentile(paperHist, 25);
+  return Math.min(percentile(paperHist, 98), median + 4 * spread);
+}
+
+// A border row or column, without its ends: a vote for the class covering 9/10 of it.
+function vote(values, dark, votes) {
+  const end = Math.floor(values.length / 10);
+  const line = values.slice(end, values.length - end);
+  const lineDark = dark.slice(end, dark.length - end);
+  let darkCount = 0;
+  for (const d of lineDark) darkCount += d;
+  if (darkCount * 10 >= UNIFORM_TENTHS * line.length) {
+    votes.push({ isDark: true, pixels: line.filter((_, i) => lineDark[i]) });
+  } else if ((line.length - darkCount) * 10 >= UNIFORM_TENTHS * line.length) {
+    votes.push({ isDark: false, pixels: line.filter((_, i) => !lineDark[i]) });
+  }
+}
+
+// [paper is light, the paper's grey levels] when most border lines agree, else null.
+function borderDecides(gray, dark, width, height) {
+  const depth = Math.max(1, Math.floor(Math.min(width, height) / BORDER_DEPTH));
+  const row = (a, y) => Array.from(a.subarray(y * width, (y + 1) * width));
+  const col = (a, x) => Array.from({ length: height }, (_, y) => a[y * width + x]);
+  const votes = [];
+  for (let k = 0; k < depth; k++) {
+    for (const y of [k, height - 1 - k]) vote(row(gray, y), row(dark, y), votes);
+    for (const x of [k, width - 1 - k]) vote(col(gray, x), col(dark, x), votes);
+  }
+  const darkVotes = votes.filter((v) => v.isDark).length;
+  const lightVotes = votes.length - darkVotes;
+  if (Math.max(lightVotes, darkVotes) * 2 < 4 * depth || lightVotes === darkVotes) return null;
+  const paperIsLight = lightVotes > darkVotes;
+  return [paperIsLight, votes.filter((v) => v.isDark !== paperIsLight).flatMap((v) => v.pixels)];
 }
 
 function measureLevels(gray, width, height) {
-  let low = 255;
-  let high = 0;
-  for (const v of gray) {
-    if (v < low) low = v;
-    if (v > high) high = v;
-  }
+  let hist = histogram(gray);
+  let low = 0;
+  while (hist[low] === 0) low++;
+  let high = 255;
+  while (hist[high] === 0) high--;
   if (high - low < MIN_CONTRAST) throw new BlankError('no ink');
-  let ringHist = histogram(border(gray, width, height, Math.max(1, pyRound(Math.min(width, height) * 0.04))));
-  const invert = percentile(ringHist, 50) > (low + high) / 2;
-  if (invert) ringHist = ringHist.reverse();
-  const median = percentile(ringHist, 50);
-  const spread = percentile(ringHist, 75) - percentile(ringHist, 25);
-  const background = Math.min(percentile(ringHist, 98), median + 4 * spread);
-  const above = histogram(gray);
-  if (invert) above.reverse();
+  const threshold = otsu(hist);
+  const dark = gray.map((v) => (v <= threshold ? 1 : 0));
+  // The border is judged by Otsu's classes, then against the middle of the image's range (Otsu
+  // may split unevenly lit paper around a small digit).
+  const middle = Math.floor((low + high) / 2);
+  let decided = borderDecides(gray, dark, width, height);
+  if (decided === null) {
+    decided = borderDecides(gray, gray.map((v) => (v <= middle ? 1 : 0)), width, height);
+  }
+  let paperIsLight;
+  let paper;
+  if (decided !== null) {
+    [paperIsLight, paper] = decided;
+  } else {
+    let darkCount = 0;
+    for (const d of dark) darkCount += d;
+    const size = gray.length;
+    const corners = dark[0] + dark[width - 1] + dark[(height - 1) * width] + dark[height * width - 1];
+    let levels = 0;
+    for (const count of hist) if (count) levels += 1;
+    const piecesDiff =
+      corners > 4 - CORNER_VOTES && corners < CORNER_VOTES
+        ? pieces(dark, width, height) - pieces(dark.map((d) => 1 - d), width, height)
+        : 0;
+    if (corners <= 4 - CORNER_VOTES) paperIsLight = true;
+    else if (corners >= CORNER_VOTES) paperIsLight = false;
+    else if (piecesDiff !== 0) paperIsLight = piecesDiff < 0;
+    else if (levels === 2) paperIsLight = true;
+    else if (darkCount * 100 < MINORITY_PERCENT * size) paperIsLight = true;
+    else if ((size - darkCount) * 100 < MINORITY_PERCENT * size) paperIsLight = false;
+    else paperIsLight = true;
+    paper = Array.from(gray).filter((_, i) => dark[i] !== (paperIsLight ? 1 : 0));
+  }
+  const invert = paperIsLight;
+  let paperHist = histogram(paper);
+  if (invert) {
+    paperHist = paperHist.reverse();
+    hist = hist.reverse();
+  }
+  const background = backgroundLevel(paperHist);
+  const above = hist.slice();
   above.fill(0, 0, background + 1);
   if (above.every((count) => count === 0)) throw new BlankError('no ink');
   const ink = percentile(above, 99);
@@ -87,6 +238,173 @@ function measureLevels(gray, width, height) {
     lut[v] = pyRound(Math.min(255, Math.max(0, stretched)));
   }
   return lut;
+}
+
+// --- jobs/cleanup.py ------------------------------------------------------------------------------
+
+function isNoise(mask, width, height) {
+  let count = 0;
+  let agree = 0;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (!mask[y * width + x]) continue;
+      count += 1;
+      for (let dy = -1; dy <= 1; dy++) {
+        for (let dx = -1; dx <= 1; dx++) {
+          if (!dy && !dx) continue;
+          const ny = y + dy;
+          const nx = x + dx;
+          if (ny >= 0 && ny < height && nx >= 0 && nx < width) agree += mask[ny * width + nx];
+        }
+      }
+    }
+  }
+  const size = mask.length;
+  return 100 * (agree * size - 8 * count * count) < MIN_COHERENCE_PERCENT * 8 * count * (size - count);
+}
+
+function frameDepth(counts, length, side) {
+  const limit = Math.max(1, Math.floor(side / FRAME_DEPTH_DIVISOR));
+  const full = counts.map((c) => c * 20 >= FRAME_FULL_TWENTIETHS * length);
+  let last = -1;
+  for (let k = 0; k < Math.min(limit, full.length); k++) if (full[k]) last = k;
+  if (last < 0) return 0;
+  let start = last;
+  while (start > 0 && full[start - 1]) start--;
+  let stop = last;
+  while (stop + 1 < full.length && full[stop + 1]) stop++;
+  if (stop - start + 1 > Math.max(1, Math.floor(side / FRAME_THICK_DIVISOR))) return 0;
+  return stop + 1;
+}
+
+function insideFrame(mask, width, height) {
+  const rows = new Array(height).fill(0);
+  const cols = new Array(width).fill(0);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (mask[y * width + x]) {
+        rows[y] += 1;
+        cols[x] += 1;
+      }
+    }
+  }
+  const depths = [
+    frameDepth(rows, width, height),
+    frameDepth(rows.slice().reverse(), width, height),
+    frameDepth(cols, height, width),
+    frameDepth(cols.slice().reverse(), height, width),
+  ];
+  if (depths.filter((d) => d).length < FRAME_MIN_SIDES) return [0, height, 0, width];
+  return [depths[0], height - depths[1], depths[2], width - depths[3]];
+}
+
+function restretch(inked) {
+  const hist = histogram(inked);
+  hist[0] = 0;
+  if (hist.every((count) => count === 0)) return inked;
+  const peak = Math.max(1, percentile(hist, 99));
+  const lut = new Uint8Array(256);
+  for (let v = 0; v < 256; v++) lut[v] = Math.min(255, Math.floor((2 * 255 * v + peak) / (2 * peak)));
+  return inked.map((v) => lut[v]);
+}
+
+function mainStrokes(mask, inked, width, height) {
+  const { labels, count } = label(mask, width, height);
+  const masses = new Array(count).fill(0);
+  const boxes = Array.from({ length: count }, () => [height, 0, width, 0]);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const l = labels[y * width + x];
+      if (!l) continue;
+      masses[l - 1] += inked[y * width + x];
+      const box = boxes[l - 1];
+      box[0] = Math.min(box[0], y);
+      box[1] = Math.max(box[1], y + 1);
+      box[2] = Math.min(box[2], x);
+      box[3] = Math.max(box[3], x + 1);
+    }
+  }
+  const order = Array.from({ length: count }, (_, i) => i).sort(
+    (a, b) => masses[b] - masses[a] || a - b,
+  );
+  const main = order[0];
+  let [top, bottom, left, right] = boxes[main];
+  const kept = new Uint8Array(count + 1);
+  kept[main + 1] = 1;
+  for (const i of order.slice(1)) {
+    const [bTop, bBottom, bLeft, bRight] = boxes[i];
+    const gap = Math.max(top - bBottom, bTop - bottom, left - bRight, bLeft - right, 0);
+    const reach = Math.max(2, Math.floor(Math.max(bottom - top, right - left) / 4));
+    if (
+      gap <= 1 ||
+      (gap <= reach && masses[i] * 10 >= masses[main]) ||
+      masses[i] * 2 >= masses[main]
+    ) {
+      kept[i + 1] = 1;
+      top = Math.min(top, bTop);
+      bottom = Math.max(bottom, bBottom);
+      left = Math.min(left, bLeft);
+      right = Math.max(right, bRight);
+    }
+  }
+  // One pixel of margin (a 3x3 dilation) keeps the anti-aliased edge of the kept strokes.
+  const keep = new Uint8Array(width * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (!kept[labels[y * width + x]] || !labels[y * width + x]) continue;
+      for (let dy = -1; dy <= 1; dy++) {
+        for (let dx = -1; dx <= 1; dx++) {
+          const ny = y + dy;
+          const nx = x + dx;
+          if (ny >= 0 && ny < height && nx >= 0 && nx < width) keep[ny * width + nx] = 1;
+        }
+      }
+    }
+  }
+  return keep;
+}
+
+function tooSmall(strokes, width, height, side) {
+  let top = height;
+  let bottom = -1;
+  let left = width;
+  let right = -1;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (!strokes[y * width + x]) continue;
+      top = Math.min(top, y);
+      bottom = Math.max(bottom, y);
+      left = Math.min(left, x);
+      right = Math.max(right, x);
+    }
+  }
+  const extent = Math.max(bottom - top, right - left) + 1;
+  return extent * CELL_MIN_PART < side;
+}
+
+function keepDigit(inked, width, height) {
+  let mask = inked.map((v) => (v >= STROKE_LEVEL ? 1 : 0));
+  if (mask.every((m) => !m)) throw new BlankError('no ink');
+  if (isNoise(mask, width, height)) throw new BlankError('no ink');
+  const faint = inked.map((v) => (v >= FAINT_LEVEL ? 1 : 0));
+  const [top, bottom, left, right] = insideFrame(faint, width, height);
+  const inside = new Uint8Array(width * height);
+  for (let y = top; y < bottom; y++) inside.fill(1, y * width + left, y * width + right);
+  const framed = !(top === 0 && bottom === height && left === 0 && right === width);
+  if (framed) {
+    inked = restretch(inked.map((v, i) => (inside[i] ? v : 0)));
+    mask = inked.map((v) => (v >= STROKE_LEVEL ? 1 : 0));
+  }
+  mask = mask.map((m, i) => m & inside[i]);
+  if (mask.every((m) => !m)) throw new BlankError('no ink');
+  const keep = mainStrokes(mask, inked, width, height);
+  if (framed) {
+    const strokes = keep.map((k, i) => k & mask[i]);
+    if (tooSmall(strokes, width, height, Math.min(bottom - top, right - left))) {
+      throw new BlankError('no ink');
+    }
+  }
+  return inked.map((v, i) => (keep[i] && inside[i] ? v : 0));
 }
 
 // First index whose running sum passes `margin`, and one past the first that reaches total - margin.
@@ -195,13 +513,14 @@ function pillowResize(src, width, height, newWidth, newHeight, resample) {
   return vertical(horizontal(src, height), newWidth);
 }
 
-function fitBox(ink, width, height) {
-  const scale = BOX_SIDE / Math.max(height, width);
-  const newWidth = Math.max(1, pyRound(width * scale));
-  const newHeight = Math.max(1, pyRound(height * scale));
+
+// --- jobs/strokes.py ------------------------------------------------------------------------------
+
+function resize(image, width, height, newWidth, newHeight) {
+  if (newWidth === width && newHeight === height) return image;
   // Lanczos when shrinking, bilinear when enlarging: the same choice as the job.
-  const resample = scale < 1 ? LANCZOS : BILINEAR;
-  return [fullStrength(pillowResize(ink, width, height, newWidth, newHeight, resample)), newWidth, newHeight];
+  const resample = newWidth < width || newHeight < height ? LANCZOS : BILINEAR;
+  return pillowResize(image, width, height, newWidth, newHeight, resample);
 }
 
 // MNIST strokes always peak at full white; a thin line shrunk to a faint trace is stretched back.
@@ -210,6 +529,175 @@ function fullStrength(patch) {
   if (peak === 0 || peak === 255) return patch;
   const factor = 255 / peak;
   return patch.map((v) => pyRound(v * factor));
+}
+
+// 2 * area / perimeter of the mask, as [numerator, denominator].
+function strokeWidthHalves(mask, width, height) {
+  let area = 0;
+  let perimeter = 0;
+  const at = (x, y) => (x >= 0 && x < width && y >= 0 && y < height ? mask[y * width + x] : 0);
+  for (let y = -1; y < height; y++) {
+    for (let x = -1; x < width; x++) {
+      if (y >= 0 && x >= 0 && at(x, y)) area += 1;
+      if (x >= 0 && at(x, y) !== at(x, y + 1)) perimeter += 1;
+      if (y >= 0 && at(x, y) !== at(x + 1, y)) perimeter += 1;
+    }
+  }
+  return [2 * area, Math.max(1, perimeter)];
+}
+
+// Square max or min filter of side 2 * radius + 1, outside the image counting as 0 (separable).
+function rankFilter(image, width, height, radius, pick) {
+  const pass = (src, along, across, index) => {
+    const out = new Uint8Array(src.length);
+    for (let a = 0; a < across; a++) {
+      for (let i = 0; i < along; i++) {
+        let value = i - radius < 0 || i + radius >= along ? 0 : src[index(i, a)];
+        for (let k = Math.max(0, i - radius); k <= Math.min(along - 1, i + radius); k++) {
+          value = pick(value, src[index(k, a)]);
+        }
+        out[index(i, a)] = value;
+      }
+    }
+    return out;
+  };
+  const rows = pass(image, width, height, (x, y) => y * width + x);
+  return pass(rows, height, width, (y, x) => y * width + x);
+}
+
+function pad(image, width, height, by) {
+  const newWidth = width + 2 * by;
+  const out = new Uint8Array(newWidth * (height + 2 * by));
+  for (let y = 0; y < height; y++) out.set(image.subarray(y * width, (y + 1) * width), (y + by) * newWidth + by);
+  return out;
+}
+
+function adjustWidth(work, width, height) {
+  const mask = work.map((v) => (v >= STROKE_LEVEL ? 1 : 0));
+  if (mask.every((m) => !m)) return [work, width, height, false];
+  const [num, den] = strokeWidthHalves(mask, width, height);
+  if (20 * num < THIN_TENTHS * TARGET_WIDTH_HALVES * den) {
+    const radius = Math.max(1, Math.floor((TARGET_WIDTH_HALVES * den - 2 * num + 2 * den) / (4 * den)));
+    const newWidth = width + 2 * radius;
+    const newHeight = height + 2 * radius;
+    const padded = pad(work, width, height, radius);
+    return [rankFilter(padded, newWidth, newHeight, radius, Math.max), newWidth, newHeight, true];
+  }
+  if (20 * num > THICK_TENTHS * TARGET_WIDTH_HALVES * den) {
+    const radius = Math.max(1, Math.floor((2 * num - TARGET_WIDTH_HALVES * den + 2 * den) / (4 * den)));
+    const thinner = rankFilter(work, width, height, radius, Math.min);
+    if (thinner.reduce((a, b) => Math.max(a, b), 0) >= STROKE_LEVEL) return [thinner, width, height, true];
+  }
+  return [work, width, height, false];
+}
+
+function inkedPart(work, width, height) {
+  let top = height;
+  let bottom = -1;
+  let left = width;
+  let right = -1;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      if (!work[y * width + x]) continue;
+      top = Math.min(top, y);
+      bottom = Math.max(bottom, y);
+      left = Math.min(left, x);
+      right = Math.max(right, x);
+    }
+  }
+  if (bottom < 0) return [work, width, height];
+  const cropWidth = right - left + 1;
+  const cropHeight = bottom - top + 1;
+  const out = new Uint8Array(cropWidth * cropHeight);
+  for (let y = 0; y < cropHeight; y++) {
+    out.set(work.subarray((top + y) * width + left, (top + y) * width + right + 1), y * cropWidth);
+  }
+  return [out, cropWidth, cropHeight];
+}
+
+// For every pixel, the length of the run of ink through it along x (or, transposed, along y).
+function runs(mask, width, height, alongX) {
+  const out = new Int32Array(width * height);
+  const lines = alongX ? height : width;
+  const length = alongX ? width : height;
+  const index = alongX ? (i, l) => l * width + i : (i, l) => i * width + l;
+  for (let l = 0; l < lines; l++) {
+    let i = 0;
+    while (i < length) {
+      if (!mask[index(i, l)]) {
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j < length && mask[index(j, l)]) j++;
+      for (let k = i; k < j; k++) out[index(k, l)] = j - i;
+      i = j;
+    }
+  }
+  return out;
+}
+
+function lowerMedian(values) {
+  const ordered = Int32Array.from(values).sort();
+  return ordered[(ordered.length - 1) >> 1];
+}
+
+function stretch(mask, width, height, spansWidth, spansHeight) {
+  if (!(spansWidth || spansHeight) || mask.every((m) => !m)) return [1.0, 1.0];
+  const across = runs(mask, width, height, true);
+  const down = runs(mask, width, height, false);
+  const upright = [];
+  const lying = [];
+  let count = 0;
+  for (let i = 0; i < mask.length; i++) {
+    if (!mask[i]) continue;
+    count += 1;
+    if (across[i] < down[i]) upright.push(across[i]);
+    if (down[i] < across[i]) lying.push(down[i]);
+  }
+  const hasUpright = 10 * upright.length >= count;
+  const hasLying = 10 * lying.length >= count;
+  if (spansWidth && spansHeight && FILLED_THIRDS * count >= 2 * mask.length) {
+    return [(BAR_SIXTH * width) / height, 1.0];
+  }
+  if (hasUpright && hasLying) {
+    const wide = lowerMedian(upright);
+    const tall = lowerMedian(lying);
+    if (spansWidth && 10 * wide >= STRETCH_TENTHS * tall) return [wide / tall, 1.0];
+    if (spansHeight && 10 * tall >= STRETCH_TENTHS * wide && height > width) {
+      return [1.0, Math.min(tall / wide, height / width)];
+    }
+    return [1.0, 1.0];
+  }
+  if (hasUpright && spansWidth) {
+    const wide = lowerMedian(upright);
+    if (BAR_QUARTER * wide >= height) return [(BAR_EIGHTH * wide) / height, 1.0];
+  }
+  return [1.0, 1.0];
+}
+
+function fitBox(crop, width, height, spansWidth, spansHeight) {
+  const mask = crop.map((v) => (v >= STROKE_LEVEL ? 1 : 0));
+  const [squeezeX, squeezeY] = stretch(mask, width, height, spansWidth, spansHeight);
+  const effWidth = width / squeezeX;
+  const effHeight = height / squeezeY;
+  let scale = STROKE_SIDE / Math.max(effWidth, effHeight);
+  let workWidth = Math.max(1, pyRound(effWidth * scale));
+  let workHeight = Math.max(1, pyRound(effHeight * scale));
+  let work = resize(crop, width, height, workWidth, workHeight);
+  if (scale > 1 && crop.every((v) => v === 0 || v === 255)) {
+    work = work.map((v) => (v >= STROKE_LEVEL ? 255 : 0));
+  }
+  let adjusted;
+  [work, workWidth, workHeight, adjusted] = adjustWidth(fullStrength(work), workWidth, workHeight);
+  if (!adjusted && squeezeX === 1.0 && squeezeY === 1.0 && Math.max(width, height) === BOX_SIDE) {
+    return [fullStrength(crop), width, height];
+  }
+  [work, workWidth, workHeight] = inkedPart(work, workWidth, workHeight);
+  scale = BOX_SIDE / Math.max(workHeight, workWidth);
+  const newWidth = Math.max(1, pyRound(workWidth * scale));
+  const newHeight = Math.max(1, pyRound(workHeight * scale));
+  return [fullStrength(resize(work, workWidth, workHeight, newWidth, newHeight)), newWidth, newHeight];
 }
 
 function offset(shift, room) {
@@ -238,17 +726,29 @@ function place(patch, width, height) {
   return canvas;
 }
 
+function rowHasInk(inked, width, y) {
+  return inked.subarray(y * width, (y + 1) * width).some((v) => v > 0);
+}
+
+function colHasInk(inked, width, height, x) {
+  for (let y = 0; y < height; y++) if (inked[y * width + x]) return true;
+  return false;
+}
+
 // gray: Uint8Array of width*height pixels. Returns the 28x28 MNIST-style image as 784 bytes;
 // throws BlankError when there is nothing to read.
 export function toMnist(gray, width, height) {
   const lut = measureLevels(gray, width, height);
-  const inked = gray.map((v) => lut[v]);
+  const inked = keepDigit(gray.map((v) => lut[v]), width, height);
   const [[top, bottom], [left, right]] = inkBox(inked, width, height);
+  // Ink that runs from edge to edge may have been stretched to fill the image.
+  const spansHeight = rowHasInk(inked, width, 0) && rowHasInk(inked, width, height - 1);
+  const spansWidth = colHasInk(inked, width, height, 0) && colHasInk(inked, width, height, width - 1);
   const cropWidth = right - left;
   const cropHeight = bottom - top;
   const crop = new Uint8Array(cropWidth * cropHeight);
   for (let y = 0; y < cropHeight; y++) {
     crop.set(inked.subarray((top + y) * width + left, (top + y) * width + right), y * cropWidth);
   }
-  return place(...fitBox(crop, cropWidth, cropHeight));
+  return place(...fitBox(crop, cropWidth, cropHeight, spansWidth, spansHeight));
 }

@@ -1,0 +1,200 @@
+"""Tell ink from paper: which grey levels are ink, and whether the image holds any.
+
+The border alone is not enough evidence: a digit cropped tight to its ink has ink all along the
+border, and a cell cut from a form has dark grid lines there. So the image is split into two
+classes by Otsu's threshold, and the paper is the class that fills most of the lines along the
+border (each border row or column counts only when it is uniform), else the class that covers
+more of the image, else (an even split) light paper, the common case for scans.
+
+Every step is integer arithmetic or exact comparisons of integers, so that the browser page
+(examples/web/normalize.js) reaches the same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from classify_batch.jobs.components import label
+from classify_batch.jobs.errors import InputError
+
+BLANK = "no ink found: the image is blank"
+
+# Ink must stand out from the background by this many grey levels, else the image is blank.
+MIN_CONTRAST = 20
+# Border rows and columns looked at on each side: a fifth of the shorter side, at least 1.
+# Deep enough to see past a grid line along the edge of a cell crop.
+BORDER_DEPTH = 5
+# A border line votes when at least 9/10 of it falls in one class.
+UNIFORM_TENTHS = 9
+# A digit cropped tight to its ink still leaves the corners of its box blank, as strokes curve
+# or slant: when 3 of the 4 corner pixels agree, they are paper.
+CORNER_VOTES = 3
+# The minority class is taken for ink only when it is clearly the minority (below 45%); an even
+# split says nothing, and light paper is then assumed.
+MINORITY_PERCENT = 45
+
+
+@dataclass(frozen=True)
+class Levels:
+    """How to turn an image into ink-is-255-on-0: optional inversion, then a linear stretch."""
+
+    invert: bool
+    background: int
+    ink: int
+
+    def lut(self) -> np.ndarray:
+        values = np.arange(256, dtype=np.float32)
+        if self.invert:
+            values = 255.0 - values
+        span = max(1, self.ink - self.background)
+        # Soft threshold: everything at or below the paper goes to 0, anti-aliasing survives.
+        stretched = np.clip((values - self.background) * (255.0 / span), 0.0, 255.0)
+        return np.rint(stretched).astype(np.uint8)
+
+
+def measure_levels(image: np.ndarray) -> Levels:
+    """The ink and paper levels of a grayscale image; InputError when there is no ink."""
+    hist = np.bincount(image.ravel(), minlength=256)
+    low, high = int(np.flatnonzero(hist)[0]), int(np.flatnonzero(hist)[-1])
+    if high - low < MIN_CONTRAST:
+        raise InputError(BLANK)
+    threshold = otsu(hist)
+    dark = image <= threshold
+    # The border is judged by Otsu's classes, then against the middle of the image's range:
+    # Otsu may split paper lit unevenly around a small digit, the middle stays below all of it.
+    decided = _border_decides(image, dark)
+    if decided is None:
+        decided = _border_decides(image, image <= (low + high) // 2)
+    if decided is not None:
+        paper_is_light, paper = decided
+    else:
+        dark_count = int(np.count_nonzero(dark))
+        corners = [bool(dark[0, 0]), bool(dark[0, -1]), bool(dark[-1, 0]), bool(dark[-1, -1])]
+        if sum(corners) <= 4 - CORNER_VOTES:
+            paper_is_light = True
+        elif sum(corners) >= CORNER_VOTES:
+            paper_is_light = False
+        elif (pieces := _pieces(dark) - _pieces(~dark)) != 0:
+            # The strokes cut the paper of a tight crop into pieces; the ink is in one piece.
+            paper_is_light = pieces < 0
+        elif int(np.count_nonzero(hist)) == 2:
+            paper_is_light = True  # binarized scans are black ink on white by convention
+        elif dark_count * 100 < MINORITY_PERCENT * image.size:
+            paper_is_light = True
+        elif (image.size - dark_count) * 100 < MINORITY_PERCENT * image.size:
+            paper_is_light = False
+        else:
+            paper_is_light = True
+        paper = image[~dark] if paper_is_light else image[dark]
+    invert = paper_is_light
+    paper_hist = np.bincount(paper.ravel(), minlength=256)
+    if invert:
+        paper_hist = paper_hist[::-1]
+        hist = hist[::-1]
+    background = _background_level(paper_hist)
+    above = hist.copy()
+    above[: background + 1] = 0
+    if above.sum() == 0:
+        raise InputError(BLANK)
+    # A high percentile rather than the max, so one hot pixel cannot dim the whole digit.
+    ink = percentile(above, 99)
+    if ink - background < MIN_CONTRAST:
+        raise InputError(BLANK)
+    return Levels(invert=invert, background=background, ink=ink)
+
+
+def _border_decides(image: np.ndarray, dark: np.ndarray) -> tuple[bool, np.ndarray] | None:
+    """(paper is light, the paper's grey levels) when most border lines agree, else None."""
+    paper_lines = _uniform_border_lines(image, dark)
+    light_votes = sum(1 for _, is_dark in paper_lines if not is_dark)
+    dark_votes = len(paper_lines) - light_votes
+    if max(light_votes, dark_votes) * 2 < _border_line_count(image.shape):
+        return None
+    if light_votes == dark_votes:
+        return None
+    paper_is_light = light_votes > dark_votes
+    # The paper's own grey levels: the border lines that voted for it, as a photo's paper varies
+    # with the light and the noise there says how far the paper reaches.
+    paper = np.concatenate([line for line, is_dark in paper_lines if is_dark != paper_is_light])
+    return paper_is_light, paper
+
+
+def otsu(hist: np.ndarray) -> int:
+    """The grey level t that best splits the histogram into <= t and > t (Otsu, 1979).
+
+    The between-class variance is compared as exact fractions of Python integers: no rounding
+    that another runtime could do differently.
+    """
+    counts = [int(c) for c in hist]
+    total = sum(counts)
+    total_sum = sum(i * c for i, c in enumerate(counts))
+    best_t, best_num, best_den = 0, -1, 1
+    weight = 0
+    mass = 0
+    for t in range(255):
+        weight += counts[t]
+        mass += t * counts[t]
+        rest = total - weight
+        if weight == 0 or rest == 0:
+            continue
+        diff = mass * rest - (total_sum - mass) * weight
+        num, den = diff * diff, weight * rest
+        if num * best_den > best_num * den:
+            best_t, best_num, best_den = t, num, den
+    return best_t
+
+
+def _border_line_count(shape: tuple[int, ...]) -> int:
+    return 4 * _depth(shape)
+
+
+def _depth(shape: tuple[int, ...]) -> int:
+    return max(1, min(shape) // BORDER_DEPTH)
+
+
+def _uniform_border_lines(image: np.ndarray, dark: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """For each uniform row and column near the border: the grey levels of its majority class
+    (the minority there is a grid line crossing it or a stroke touching it), and that class."""
+    height, width = dark.shape
+    out = []
+    for k in range(_depth(dark.shape)):
+        for row in (k, height - 1 - k):
+            out += _vote(image[row], dark[row])
+        for col in (k, width - 1 - k):
+            out += _vote(image[:, col], dark[:, col])
+    return out
+
+
+def _vote(line: np.ndarray, dark: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    # The ends are left out: there the lines along the other edges cross this one.
+    end = len(line) // 10
+    line, dark = line[end : len(line) - end], dark[end : len(dark) - end]
+    dark_count = int(np.count_nonzero(dark))
+    if dark_count * 10 >= UNIFORM_TENTHS * dark.size:
+        return [(line[dark], True)]
+    if (dark.size - dark_count) * 10 >= UNIFORM_TENTHS * dark.size:
+        return [(line[~dark], False)]
+    return []
+
+
+def _pieces(mask: np.ndarray) -> int:
+    """Connected parts (8-connected) of at least 1% of the image."""
+    labels, count = label(mask)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return int(np.count_nonzero(sizes * 100 >= mask.size))
+
+
+def _background_level(paper_hist: np.ndarray) -> int:
+    # The paper's high percentile covers noisy or unevenly lit paper; capping it at a robust
+    # spread above the median keeps ink that strays into the paper class from lifting it.
+    median = percentile(paper_hist, 50)
+    spread = percentile(paper_hist, 75) - percentile(paper_hist, 25)
+    return min(percentile(paper_hist, 98), median + 4 * spread)
+
+
+def percentile(hist: np.ndarray, q: float) -> int:
+    cumulative = np.cumsum(hist)
+    rank = q / 100.0 * (int(cumulative[-1]) - 1)
+    return int(np.searchsorted(cumulative, rank, side="right"))

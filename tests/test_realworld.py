@@ -1,0 +1,203 @@
+"""Handwriting that does not look like MNIST: tight binarized crops, 16x16 scans, grid cells,
+hairlines, markers (benchmarks/stress.py makes them from MNIST test digits), blank inputs, and
+real digits from other writers and another scanner (optdigits, through OPTDIGITS_FILE)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.model import load
+from classify_batch.jobs.normalize import to_mnist
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from stress import STRESS_SETS, blank_cell  # noqa: E402
+
+PER_CLASS = 500
+# A stress class may cost at most this many points against the same digits as plain MNIST arrays.
+MAX_LOSS_POINTS = 1.5
+# Classes that do not yet meet MAX_LOSS_POINTS with the committed model (see NOTES-normalize.md).
+KNOWN_SHORT: dict[str, str] = {
+    "tight crop, binarized, stretched": "1s stretched into near-filled boxes have lost their shape",
+    "photographed grid cell": "blur and uneven light on small cells still cost a little",
+}
+
+
+def read(image: np.ndarray) -> np.ndarray | None:
+    try:
+        return to_mnist(image)
+    except InputError:
+        return None
+
+
+def ink_box(image: np.ndarray) -> tuple[int, int]:
+    rows, cols = np.nonzero(image > 0.15 * image.max())
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+# --- blank means no digit -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("paper", [0, 200, 255])
+def test_blank_paper_is_blank(paper: int) -> None:
+    rng = np.random.default_rng(paper)
+    sheet = np.clip(rng.normal(paper, 3, (90, 70)), 0, 255).astype(np.uint8)
+    with pytest.raises(InputError, match="blank"):
+        to_mnist(sheet)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_empty_grid_cell_is_blank(seed: int) -> None:
+    with pytest.raises(InputError, match="blank"):
+        to_mnist(blank_cell(np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (64, 64), (300, 200)])
+def test_pure_noise_is_blank(shape: tuple[int, int]) -> None:
+    noise = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    with pytest.raises(InputError, match="blank"):
+        to_mnist(noise)
+
+
+# --- shapes that broke the border-only rule (no data needed) --------------------------------------
+
+
+def tight_zero(side: int = 32) -> np.ndarray:
+    """A binarized "0" cropped to its ink: black strokes touching all four edges."""
+    image = Image.new("L", (side, side), 255)
+    ImageDraw.Draw(image).ellipse((0, 0, side - 1, side - 1), outline=0, width=max(2, side // 6))
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("side", [16, 32, 48])
+def test_tight_binarized_crop_is_read_not_blank(side: int) -> None:
+    out = to_mnist(tight_zero(side))
+
+    assert out.max() == 255
+    assert out[14, 14] == 0  # the hole stays paper: the ring was taken for ink
+    assert max(ink_box(out)) == 20
+
+
+def test_grid_cell_lines_are_removed() -> None:
+    cell = Image.new("L", (64, 64), 215)
+    draw = ImageDraw.Draw(cell)
+    draw.rectangle((0, 0, 63, 63), outline=40, width=2)  # the grid, all four edges
+    draw.line((32, 14, 32, 50), fill=30, width=4)  # a "1"
+    draw.point([(6, 57), (8, 58)], fill=170)  # pencil specks
+
+    out = to_mnist(np.asarray(cell))
+
+    height, width = ink_box(out)
+    assert height == 20 and width <= 6  # the stroke alone, not the frame
+
+
+def test_hairline_is_drawn_at_mnist_width() -> None:
+    canvas = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(canvas).ellipse((14, 6, 50, 58), outline=0, width=1)
+
+    out = to_mnist(np.asarray(canvas))
+
+    assert out.max() == 255
+    assert np.count_nonzero(out >= 128) >= 45  # MNIST's 0s have about 90; a trace would have 30
+
+
+def test_marker_is_drawn_thinner() -> None:
+    canvas = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(canvas).ellipse((12, 4, 52, 60), outline=0, width=14)
+
+    out = to_mnist(np.asarray(canvas))
+
+    assert np.count_nonzero(out[10:18, 12:16] >= 128) <= 4  # the hole stays open
+
+
+def test_stretched_one_is_squeezed() -> None:
+    bar = Image.new("L", (32, 32), 255)
+    ImageDraw.Draw(bar).polygon([(12, 0), (31, 0), (19, 31), (0, 31)], fill=0)  # a wide 1
+
+    height, width = ink_box(to_mnist(np.asarray(bar)))
+
+    assert height == 20 and width <= 10  # a slanted MNIST 1, not a 20 px wide slab
+
+
+# --- the stress sets against plain MNIST ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain(test_set, committed_model: Path):
+    images, labels = test_set[0][:PER_CLASS], test_set[1][:PER_CLASS]
+    classify = load(committed_model)
+    return images, labels, classify, float((classify(images)[1] == labels).mean())
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("name", list(STRESS_SETS))
+def test_stress_class_reads_like_plain_mnist(name: str, plain) -> None:
+    images, labels, classify, plain_accuracy = plain
+    rng = np.random.default_rng(0)
+    read_back = [read(STRESS_SETS[name](image, rng)) for image in images]
+    blank = [i for i, out in enumerate(read_back) if out is None]
+    assert blank == [], f"{name}: real digits refused as blank: {blank[:10]}"
+    accuracy = float((classify(np.stack(read_back))[1] == labels).mean())  # type: ignore[arg-type]
+    loss = 100 * (plain_accuracy - accuracy)
+    if name in KNOWN_SHORT and loss > MAX_LOSS_POINTS:
+        pytest.xfail(f"{KNOWN_SHORT[name]} (loses {loss:.1f} points)")
+    assert loss <= MAX_LOSS_POINTS, f"{name}: {accuracy:.2%} vs plain MNIST {plain_accuracy:.2%}"
+
+
+# --- optdigits: other writers, another scanner --------------------------------------------------
+
+
+def load_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 32x32 bitmaps (True = ink) and labels of UCI optdigits' original text format."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if len(line) == 32 and set(line) <= {"0", "1"})
+    bitmaps, labels = [], []
+    for at in range(start, len(lines) - 32, 33):
+        bitmaps.append([[c == "1" for c in lines[at + r]] for r in range(32)])
+        labels.append(int(lines[at + 32]))
+    return np.array(bitmaps), np.array(labels)
+
+
+@pytest.fixture(scope="module")
+def optdigits() -> tuple[np.ndarray, np.ndarray]:
+    path = os.environ.get("OPTDIGITS_FILE")
+    if not path:
+        pytest.skip("set OPTDIGITS_FILE to UCI optdigits' optdigits-orig.tra to run this test")
+    return load_optdigits(Path(path))
+
+
+def test_optdigits_are_read_and_none_is_blank(optdigits, committed_model: Path) -> None:
+    bitmaps, labels = optdigits
+    images = np.where(bitmaps, 0, 255).astype(np.uint8)  # black ink on white, as a scan
+    read_back = [read(image) for image in images]
+    blank = [i for i, out in enumerate(read_back) if out is None]
+    assert blank == [], f"optdigits refused as blank: {blank[:10]}"
+    digits = load(committed_model)(np.stack(read_back))[1]  # type: ignore[arg-type]
+    assert (digits == labels).mean() >= 0.93
+
+
+@pytest.mark.mnist
+def test_scan_like_photo_with_a_small_digit_is_not_blank(test_set, tmp_path: Path) -> None:
+    """benchmarks/realworld.py's scan-like variant of test digit 394: a small pencil 9 on paper lit
+    unevenly, which Otsu splits in two; the middle of the range still finds the paper."""
+    from realworld import scan
+
+    from classify_batch.jobs.images import read_image
+
+    rng = np.random.default_rng(0)
+    for image in test_set[0][:394]:
+        scan(image, rng)  # the variant draws from one generator, digit after digit
+    picture, _ = scan(test_set[0][394], rng)
+    picture.save(tmp_path / "394.jpg", quality=75)
+
+    out = to_mnist(read_image(tmp_path / "394.jpg", draft_side=512))
+
+    assert max(ink_box(out)) == 20
