@@ -2,6 +2,7 @@
 file and the reason, and the rest of the run goes on."""
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -128,3 +129,38 @@ def test_a_npy_truncated_while_it_is_read_fails_alone(tmp_path):
     assert seen["rows"] >= 2048 + 1  # the first chunk, and the good PNG
     [(name, index, reason)] = seen["errors"]
     assert name == "a.npy" and index is not None and "truncated" in reason
+
+
+def test_folders_nested_1500_deep_are_walked(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    deep = str(folder)
+    try:
+        for _ in range(1500):  # a loop: pathlib's and os.makedirs' own recursion would fail
+            deep += "/d"
+            os.mkdir(deep)
+        good_png(Path(deep))
+        good_png(folder)
+        result = run_job(folder, tmp_path / "out.csv", "-q")
+        assert result.returncode == 0, result.stderr[-2000:]  # was a RecursionError traceback
+        lines = (tmp_path / "out.csv").read_text().splitlines()[1:]
+        assert [line.split(",")[0] for line in lines] == [f"{deep}/good.png", f"{folder}/good.png"]
+    finally:
+        # pytest removes old temporary folders with shutil.rmtree, which recurses in Python
+        # 3.11: a tree this deep left behind would break every later pytest run on the machine.
+        remove_deep_tree(folder)
+
+
+def remove_deep_tree(top: Path) -> None:
+    stack = [str(top)]
+    while stack:
+        with os.scandir(stack[-1]) as it:
+            entries = list(it)
+        folders = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                os.unlink(entry.path)
+        if folders:
+            stack += folders
+        else:
+            os.rmdir(stack.pop())
