@@ -12,7 +12,7 @@ from classify_batch.contract import ExitCode, package_version
 from classify_batch.jobs import model as model_loader
 from classify_batch.jobs import pipeline
 from classify_batch.jobs.cpus import usable_cpus
-from classify_batch.jobs.discover import find_inputs
+from classify_batch.jobs.discover import Walk
 from classify_batch.jobs.output import OutputError, Outputs, check_writable, print_error, side_file
 from classify_batch.jobs.pipeline import Shard
 from classify_batch.jobs.progress import Progress
@@ -72,22 +72,25 @@ def _run(opts: Options, err: TextIO) -> int:
             return fail(str(e))
 
     workers = _workers(opts.workers, err)
-    found = find_inputs(opts.inputs)
+    # The walk is read as the run goes: only its first images are looked at to plan.
+    walk = Walk(opts.inputs)
     shard = opts.shard
-    images = [s for s in found.sources if s.kind == "image" and (not shard or shard.owns_file(s))]
-    if not found.sources:
-        return fail(f"no inputs found in {', '.join(opts.inputs)} ({len(found.skipped)} skipped)")
+    ahead = pipeline.look_ahead(walk, workers, shard)
+    if ahead.empty:
+        return fail(f"no inputs found in {', '.join(opts.inputs)} ({walk.skipped} skipped)")
 
-    pool = pipeline.start_pool(workers, [s.path for s in images])
+    pool = pipeline.start_pool(workers, ahead.image_paths)
     try:
         # Started before the model loads, so the decoders are busy meanwhile.
         stream = pipeline.stream(
-            found.sources,
+            ahead.sources,
             opts.preprocess,
             pool,
             opts.shard,
             workers,
-            pipeline.files_per_task(len(images), workers if pool else 1),
+            pipeline.files_per_task(
+                len(ahead.image_paths), workers if pool else 1, ahead.image_paths
+            ),
         )
         try:
             # With decoder processes on every core, inference (2% of the work for images) gets
@@ -100,8 +103,10 @@ def _run(opts: Options, err: TextIO) -> int:
         except model_loader.ModelError as e:
             return fail(str(e))
         outputs = Outputs(opts.out, opts.probabilities, review=opts.min_confidence is not None)
-        counts = Counts(skipped=len(found.skipped))
-        progress = Progress(len(found.sources), enabled=not opts.quiet)
+        counts = Counts()
+        # Only a person at a terminal sees the total, so only then is the tree walked twice.
+        on_terminal = not opts.quiet and sys.stderr.isatty()
+        progress = Progress(Walk(opts.inputs).count() if on_terminal else 0, on_terminal)
         try:
             for piece in stream:
                 for source, index, reason in piece.errors:
@@ -119,6 +124,7 @@ def _run(opts: Options, err: TextIO) -> int:
                 counts.classified += len(piece.images)
                 progress.update(piece.files, len(piece.images))
             counts.for_review = outputs.review_count
+            counts.skipped = walk.skipped
             progress.close()
             code = ExitCode.SOME_FAILED if counts.failed else ExitCode.OK
             # A shard may own nothing of a small input: its empty part still counts for merge.
