@@ -51,6 +51,15 @@ MAX_SIDE = 20_000
 # An uncompressed 50 MP RGBA TIFF is 200 MB; anything bigger is not worth reading.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
+# A progressive JPEG can repeat a scan any number of times, and libjpeg decodes every one: 40,000
+# scans of a 3 MB file take 95 s. Pillow (13.0) sets no limit and its JPEG plugin only skips the
+# SOS marker; libjpeg-turbo leaves the limit to the application (djpeg -maxscans, TurboJPEG 3's
+# TJPARAM_SCANLIMIT, "default: 0 (no limit)") and its own fuzz targets use 500. Real encoders
+# write 1 (baseline) to about 10-20 scans (libjpeg's progressive script: 10 for colour).
+MAX_JPEG_SCANS = 500
+_SOS = b"\xff\xda"
+_SOI = b"\xff\xd8"
+
 _MEGA = 1_000_000
 _PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
@@ -71,7 +80,31 @@ def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray
         if pixels is not None:
             return pixels if pixels.ndim == 2 else _composite_on_white(pixels.astype(np.uint16))
     with io.BytesIO(content) if isinstance(content, bytes) else content as fh:
+        _check_jpeg_scans(fh)
         return _decode(fh, draft_side)
+
+
+def _check_jpeg_scans(fh: IO[bytes]) -> None:
+    """Refuse a JPEG with more than MAX_JPEG_SCANS scans before the decoder sees it.
+
+    Counts FF DA (start of scan) in the whole stream, in C: entropy-coded data stuffs every FF
+    with 00, so FF DA appears only as a marker or inside metadata (an EXIF thumbnail's own few
+    scans), which can only make the count a little high. A few ms for a 10 MB photo.
+    """
+    if fh.read(2) != _SOI:
+        fh.seek(0)
+        return
+    scans = 0
+    tail = b""
+    while chunk := fh.read(1 << 20):
+        block = tail + chunk
+        scans += block.count(_SOS)
+        tail = block[-1:] if block[-1:] == b"\xff" else b""
+        if scans > MAX_JPEG_SCANS:
+            raise InputError(
+                f"JPEG with more than {MAX_JPEG_SCANS} scans refused (a decoding-time bomb)"
+            )
+    fh.seek(0)
 
 
 def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Hostile inputs (issue 15): each is refused in bounded time and memory with one line naming the
 file and the reason, and the rest of the run goes on."""
 
+import io
 import json
 import os
 import struct
@@ -16,6 +17,7 @@ from PIL import Image
 
 from classify_batch.jobs.arrays import NpyFile
 from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.images import read_image
 
 
 def run_job(*args: object) -> subprocess.CompletedProcess:
@@ -164,3 +166,33 @@ def remove_deep_tree(top: Path) -> None:
             stack += folders
         else:
             os.rmdir(stack.pop())
+
+
+def jpeg_with_scans(path: Path, repeats: int) -> None:
+    """A progressive JPEG with its smallest scan repeated `repeats` times: libjpeg decodes each."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90, progressive=True)
+    data = buffer.getvalue()
+    end = data.rindex(b"\xff\xd9")
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    scans = [data[a:b] for a, b in zip(starts, [*starts[1:], end], strict=True)]
+    path.write_bytes(data[:end] + min(scans, key=len) * repeats + data[end:])
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding(tmp_path):
+    jpeg_with_scans(tmp_path / "scans.jpg", 2_000)  # the issue's file had 40,000: 95 s
+    with pytest.raises(InputError, match="scans"):
+        read_image(tmp_path / "scans.jpg")
+    jpeg_with_scans(tmp_path / "fine.jpg", 0)  # an ordinary progressive JPEG: 10 scans
+    assert read_image(tmp_path / "fine.jpg").shape == (600, 800)
+
+
+def test_a_big_jpeg_with_too_many_scans_is_refused_too(tmp_path):
+    # Over fast_png.MAX_BYTES the file is read through an open file, not as bytes.
+    path = tmp_path / "big.jpg"
+    jpeg_with_scans(path, 40_000)
+    assert path.stat().st_size > 1024 * 1024
+    with pytest.raises(InputError, match="scans"):
+        read_image(path)
