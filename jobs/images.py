@@ -7,11 +7,13 @@ adds the path.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from classify_batch.jobs import fast_png
 from classify_batch.jobs.errors import InputError
 from classify_batch.jobs.files import read_input
+from classify_batch.jobs.memory import SMALL_IMAGE_BYTES
 
 # Only the decoders a digit image plausibly needs; a file with a misleading suffix must not
 # reach an exotic plugin (EPS, FITS, PSD, ...). JPEG covers MPO, which phones write.
@@ -60,6 +63,10 @@ MAX_JPEG_SCANS = 500
 _SOS = b"\xff\xda"
 _SOI = b"\xff\xd8"
 
+# Set in decoder processes when the job's memory limit leaves no room for every decoder to hold
+# a big image at once (see jobs/memory.py): a semaphore shared by the pool.
+_big_image_gate: Any = None
+
 _MEGA = 1_000_000
 _PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
@@ -76,9 +83,11 @@ def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray
     """
     content = read_input(path, MAX_FILE_BYTES, fast_png.MAX_BYTES)
     if isinstance(content, bytes):
-        pixels = fast_png.decode(content, MAX_SIDE, MAX_PIXELS)
-        if pixels is not None:
-            return pixels if pixels.ndim == 2 else _composite_on_white(pixels.astype(np.uint16))
+        # A 50 MP PNG of blank paper compresses to kilobytes: its size is in its header.
+        with _admitted(*fast_png.size(content)):
+            pixels = fast_png.decode(content, MAX_SIDE, MAX_PIXELS)
+            if pixels is not None:
+                return pixels if pixels.ndim == 2 else _composite_on_white(pixels.astype(np.uint16))
     with io.BytesIO(content) if isinstance(content, bytes) else content as fh:
         _check_jpeg_scans(fh)
         return _decode(fh, draft_side)
@@ -118,8 +127,9 @@ def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:
                 _check_dimensions(im.size)
                 if draft_side is not None and im.format in ("JPEG", "MPO"):
                     _draft_jpeg(im, draft_side)
-                im.load()
-                return _to_gray(_apply_orientation(im))
+                with _admitted(*im.size):  # after the draft: a reduced JPEG is small
+                    im.load()
+                    return _to_gray(_apply_orientation(im))
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -134,6 +144,21 @@ def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:
         # A hostile file can make a decoder raise almost anything (OSError, ValueError,
         # SyntaxError, struct.error, IndexError, ...); each is one bad input, not a crashed job.
         raise InputError(_decode_failure_message(exc)) from None
+
+
+def set_big_image_gate(gate: Any) -> None:
+    """In a decoder process: the pool's shared semaphore for big images (jobs/memory.py)."""
+    global _big_image_gate
+    _big_image_gate = gate
+
+
+@contextlib.contextmanager
+def _admitted(width: int, height: int) -> Iterator[None]:
+    if _big_image_gate is None or width * height * 4 <= SMALL_IMAGE_BYTES:
+        yield
+        return
+    with _big_image_gate:
+        yield
 
 
 def _check_dimensions(size: tuple[int, int]) -> None:

@@ -105,9 +105,12 @@ def start_pool(workers: int, image_paths: Sequence[str]) -> Pool | None:
     """
     if workers <= 1 or not _worth_a_pool(image_paths):
         return None
+    from classify_batch.jobs.images import set_big_image_gate
+    from classify_batch.jobs.memory import big_image_gate
     from classify_batch.jobs.workers import Pool
 
-    return Pool(workers, decode_files)
+    gate = big_image_gate(workers)
+    return Pool(workers, decode_files, None if gate is None else (set_big_image_gate, (gate,)))
 
 
 def files_per_task(image_files: int, workers: int, sample: Sequence[str] = ()) -> int:

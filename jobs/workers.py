@@ -19,6 +19,8 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+Setup = tuple[Callable[..., Any], tuple]
+
 # How long close() waits for an idle worker to leave before killing it.
 _LEAVE_SECONDS = 5.0
 
@@ -30,15 +32,20 @@ class WorkerDied(Exception):
 class Pool:
     """`workers` processes that run `function(*args)` for submitted tasks, in any order."""
 
-    def __init__(self, workers: int, function: Callable[..., Any]) -> None:
+    def __init__(
+        self, workers: int, function: Callable[..., Any], setup: Setup | None = None
+    ) -> None:
+        # setup: (function, args) each worker runs once when it starts (memory admission's
+        # shared semaphore, see jobs/memory.py), replacements included.
         self._function = function
+        self._setup = setup
         self._idle: list[_Worker] = []
         self._busy: dict[Connection, tuple[_Worker, int]] = {}
         self._waiting: deque[tuple[int, tuple]] = deque()
         self._done: dict[int, tuple[bool, Any]] = {}
         self._next_ticket = 0
         for _ in range(workers):
-            self._idle.append(_Worker(function))
+            self._idle.append(_Worker(function, setup))
 
     def submit(self, *args: Any) -> int:
         """Queue a task; returns the ticket to ask for its result with."""
@@ -84,7 +91,7 @@ class Pool:
                 # Died while idle: its replacement takes the task.
                 worker.join()
                 self._waiting.appendleft((ticket, args))
-                self._idle.append(_Worker(self._function))
+                self._idle.append(_Worker(self._function, self._setup))
                 continue
             self._busy[worker.conn] = (worker, ticket)
 
@@ -101,12 +108,12 @@ class Pool:
                 # Its end of the pipe closed mid-task or mid-result: the process is gone.
                 self._done[ticket] = (False, None)
                 worker.join()
-                self._idle.append(_Worker(self._function))
+                self._idle.append(_Worker(self._function, self._setup))
         self._dispatch()
 
 
 class _Worker:
-    def __init__(self, function: Callable[..., Any]) -> None:
+    def __init__(self, function: Callable[..., Any], setup: Setup | None = None) -> None:
         # A fork copies only the calling thread: if another thread holds a lock at that moment
         # (onnxruntime's thread pool, say), the child can wait on it forever. Fork only a process
         # with no other thread; otherwise start from a clean forkserver. Forked before the model
@@ -115,7 +122,7 @@ class _Worker:
         context: Any = multiprocessing.get_context(method)  # typeshed's BaseContext lacks Process
         self.conn, child = context.Pipe()
         self.process: BaseProcess = context.Process(
-            target=_serve, args=(child, function), daemon=True
+            target=_serve, args=(child, function, setup), daemon=True
         )
         self.process.start()
         child.close()  # now only the worker holds its end: its death is our EOF
@@ -132,11 +139,13 @@ class _Worker:
         self.conn.close()
 
 
-def _serve(conn: Connection, function: Callable[..., Any]) -> None:
+def _serve(conn: Connection, function: Callable[..., Any], setup: Setup | None = None) -> None:
     # Ctrl-C goes to the whole process group; the main process decides what happens, and a
     # worker must not print its own KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if setup is not None:
+        setup[0](*setup[1])
     while True:
         try:
             args = conn.recv()
