@@ -196,3 +196,23 @@ def test_a_big_jpeg_with_too_many_scans_is_refused_too(tmp_path):
     assert path.stat().st_size > 1024 * 1024
     with pytest.raises(InputError, match="scans"):
         read_image(path)
+
+
+def test_a_folder_of_hostile_files_gives_one_line_each_and_the_good_rows(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good_png(folder)
+    npy_with_header(folder / "huge-header.npy", b"{'descr': '|u1', ", version=2, claimed=2**31)
+    header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (-1, 28, 28), }"
+    npy_with_header(folder / "negative.npy", header.ljust(117) + b"\n")
+    jpeg_with_scans(folder / "scans.jpg", 2_000)
+    result = run_job(folder, tmp_path / "out.csv")
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = error_lines(tmp_path / "out.csv")
+    assert set(errors) == {"huge-header.npy", "negative.npy", "scans.jpg"}
+    assert "header length" in errors["huge-header.npy"]
+    assert "shape" in errors["negative.npy"]
+    assert "scans" in errors["scans.jpg"]
+    rows = (tmp_path / "out.csv").read_text().splitlines()[1:]
+    assert [Path(row.split(",")[0]).name for row in rows] == ["good.png"]
