@@ -78,8 +78,8 @@ def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray
     transparent background reads as dark ink on paper.
 
     `draft_side` lets JPEGs decode at a reduced DCT scale (1/2, 1/4 or 1/8) as long as the long
-    side stays >= draft_side; that is several times faster for phone photos. Other formats are
-    always decoded at full size.
+    side stays >= draft_side; that is several times faster for phone photos. Big grey or RGB
+    PNGs (and WebP, BMP, PNM) are decoded whole, then box-reduced by the same factors.
     """
     content = read_input(path, MAX_FILE_BYTES, fast_png.MAX_BYTES)
     if isinstance(content, bytes):
@@ -129,7 +129,8 @@ def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:
                     _draft_jpeg(im, draft_side)
                 with _admitted(*im.size):  # after the draft: a reduced JPEG is small
                     im.load()
-                    return _to_gray(_apply_orientation(im))
+                    small = im if draft_side is None else _reduce_like_draft(im, draft_side)
+                    return _to_gray(_apply_orientation(small))
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -197,6 +198,27 @@ def _draft_jpeg(im: Image.Image, draft_side: int) -> None:
     scale = min(1.0, draft_side / max(width, height))
     # Mode "L" makes libjpeg hand over the luma channel directly, skipping colour conversion.
     im.draft("L", (max(1, int(width * scale)), max(1, int(height * scale))))
+
+
+# Formats whose orientation, if any, is in im.info (EXIF), which a reduced copy keeps; TIFF's is
+# in its own tags, and palette or alpha images must not be averaged before compositing.
+_REDUCIBLE = frozenset({"PNG", "WEBP", "BMP", "PPM"})
+
+
+def _reduce_like_draft(im: Image.Image, draft_side: int) -> Image.Image:
+    """A big PNG (scans, screenshots, phone exports) reduced as a JPEG draft would be.
+
+    PNG has no reduced decoding, so the whole image is inflated anyway; but everything after
+    it (EXIF rotation, grey conversion, numpy's copy, the normalizer's own reduction) costs as
+    much again at full size. An integer box reduction by 2, 4 or 8, keeping the long side at
+    least `draft_side`, gives the normalizer what a JPEG of the same size gives it.
+    """
+    if im.format not in _REDUCIBLE or im.mode not in ("L", "RGB"):
+        return im
+    factor = 1
+    while factor < 8 and max(im.size) // (2 * factor) >= draft_side:
+        factor *= 2
+    return im if factor == 1 else im.reduce(factor)
 
 
 def _apply_orientation(im: Image.Image) -> Image.Image:

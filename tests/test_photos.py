@@ -74,3 +74,19 @@ def test_photos_go_one_per_task_and_mnist_pngs_by_the_hundred(tmp_path):
         small.append(str(path))
     assert pipeline.files_per_task(100, 2, small) == 13  # four tasks a worker, as before
     assert pipeline.files_per_task(10_000, 2, small) == pipeline.FILES_PER_TASK
+
+
+def test_a_big_png_is_reduced_as_a_jpeg_draft_would_be_and_keeps_its_rotation(tmp_path):
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(200, 256, (3000, 4000, 3), dtype=np.uint8)
+    pixels[900:2100, 1800:2100] = 30
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    Image.fromarray(pixels).save(tmp_path / "portrait.png", exif=exif)
+    gray = images.read_image(tmp_path / "portrait.png", draft_side=WORK_SIDE)
+    assert gray.shape == (1000, 750)  # upright, at 1/4 (box-reduced after decoding)
+    full = images.read_image(tmp_path / "portrait.png")
+    assert full.shape == (4000, 3000)
+    # The same grey levels as reducing the full-size grey image, give or take rounding.
+    reduced = np.asarray(Image.fromarray(full).reduce(4), np.int16)
+    assert np.abs(reduced - gray).max() <= 1
