@@ -1,7 +1,7 @@
 """Arrays of digits (.npy and IDX files), read in bounded chunks whatever their size."""
 
+import ast
 import contextlib
-import mmap
 import os
 import struct
 import zlib
@@ -19,6 +19,8 @@ NPY_MAGIC = b"\x93NUMPY"
 IDX_IMAGES_MAGIC = b"\x00\x00\x08\x03"  # unsigned bytes, three dimensions
 GZIP_MAGIC = b"\x1f\x8b"
 PIXELS = 28 * 28
+# Rows read at a time: a few MB even as float64 (the pipeline asks for its chunks the same size).
+ROWS_PER_READ = 2048
 
 
 @dataclass
@@ -71,24 +73,9 @@ def _idx_kind_error(head: bytes) -> str:
 class NpyFile(ArrayFile):
     def __init__(self, path: str | Path) -> None:
         self.path = path
-        try:
-            with open_input(path) as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    header = np.lib.format.read_array_header_1_0(f, max_header_size=10000)
-                elif version == (2, 0):
-                    header = np.lib.format.read_array_header_2_0(f, max_header_size=10000)
-                else:
-                    raise InputError(f".npy format version {version} not supported")
-                shape, fortran, dtype = header
-                offset = f.tell()
-        except (ValueError, OSError, SyntaxError, struct.error) as e:
-            raise InputError(f"not a valid .npy file ({_first_line(e)})") from None
-        if dtype.hasobject:
-            # np.load(allow_pickle=False) refuses these too; say so before anyone unpickles.
-            raise InputError("object array (pickled Python objects) refused: need numbers")
-        if dtype.kind not in "uif" or dtype.itemsize > 8:
-            raise InputError(f"dtype {dtype} not accepted: need uint8, other integers or floats")
+        with open_input(path) as f:
+            shape, fortran, dtype = _read_npy_header(f)
+            offset = f.tell()
         self.shape = shape
         self.dtype = dtype
         if shape == (28, 28):
@@ -98,54 +85,69 @@ class NpyFile(ArrayFile):
             self.count = int(shape[0])
         else:
             raise InputError(f"shape {shape} not accepted: need (N, 28, 28), (28, 28) or (N, 784)")
-        expected = offset + self.count * PIXELS * dtype.itemsize
+        self.row_bytes = PIXELS * dtype.itemsize
+        self.expected = offset + self.count * self.row_bytes
         size = os.path.getsize(path)
-        if size < expected:
-            raise InputError(f"truncated .npy file: {size:,} bytes, header promises {expected:,}")
+        if size < self.expected:
+            raise InputError(
+                f"truncated .npy file: {size:,} bytes, header promises {self.expected:,}"
+            )
         self.fortran = fortran
         self.offset = offset
         self.scale = 1.0
         if self.count and dtype.kind == "f":
             self.scale = self._float_scale()
 
-    def _map(self) -> tuple[mmap.mmap, np.ndarray]:
-        with open(self.path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        flat = np.frombuffer(mm, dtype=self.dtype, count=self.count * PIXELS, offset=self.offset)
-        if self.fortran:
-            rows = flat.reshape((PIXELS, self.count), order="C").T
-        else:
-            rows = flat.reshape(self.count, PIXELS)
-        return mm, rows
-
     def _float_scale(self) -> float:
         # Floats in [0, 1] are scaled by 255, floats in [0, 255] are taken as they are; which of
         # the two is decided once for the whole file, so every row of it is read the same way.
+        # Chunks as small as the reading ones, cleaned in place: no mask or filtered copy, so
+        # this pass needs no more memory than reading does, whatever the dtype.
         top = 0.0
-        for rows in self._raw_chunks(0, self.count, 65536):
-            finite = rows[np.isfinite(rows)]
-            if finite.size:
-                top = max(top, float(finite.max()))
+        for rows in self._raw_chunks(0, self.count, ROWS_PER_READ):
+            np.nan_to_num(rows, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            top = max(top, float(rows.max()))
         return 255.0 if top <= 1.0 else 1.0
 
     def _raw_chunks(self, start: int, stop: int, size: int) -> Iterator[np.ndarray]:
-        mm, rows = self._map()
+        # Read with pread into arrays of our own, not through a memory map: a file cut short
+        # while the job reads it (another process rewriting it, a full disk, a network mount)
+        # turns a mapped read into SIGBUS, which kills the whole run with nothing written. A
+        # short read here is one failed input. The page cache, not this process, holds the file.
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             for lo in range(start, stop, size):
                 hi = min(lo + size, stop)
-                chunk = np.array(rows[lo:hi])
-                if not self.fortran:
-                    # Dropped before the caller works on the copy: the file's pages and the
-                    # copy are never resident together for long.
-                    _drop_pages(
-                        mm,
-                        self.offset + lo * PIXELS * self.dtype.itemsize,
-                        (hi - lo) * PIXELS * self.dtype.itemsize,
-                    )
-                yield chunk
+                yield self._read_rows(fd, lo, hi)
         finally:
-            del rows
-            mm.close()
+            os.close(fd)
+
+    def _read_rows(self, fd: int, lo: int, hi: int) -> np.ndarray:
+        itemsize = self.dtype.itemsize
+        if not self.fortran:
+            rows = np.empty((hi - lo, PIXELS), dtype=self.dtype)
+            self._pread_into(fd, _bytes_of(rows), self.offset + lo * self.row_bytes)
+            return rows
+        # Fortran order stores pixel p of every row together: one read per pixel column.
+        columns = np.empty((PIXELS, hi - lo), dtype=self.dtype)
+        view = _bytes_of(columns)
+        width = (hi - lo) * itemsize
+        for p in range(PIXELS):
+            where = self.offset + (p * self.count + lo) * itemsize
+            self._pread_into(fd, view[p * width : (p + 1) * width], where)
+        return np.ascontiguousarray(columns.T)
+
+    def _pread_into(self, fd: int, buffer: memoryview, where: int) -> None:
+        done = 0
+        while done < len(buffer):
+            got = os.preadv(fd, [buffer[done:]], where + done)
+            if got <= 0:
+                size = os.fstat(fd).st_size
+                raise InputError(
+                    f"truncated .npy file: {size:,} bytes now, header promises "
+                    f"{self.expected:,} (the file changed while it was read)"
+                )
+            done += got
 
     def chunks(self, start: int, stop: int, size: int) -> Iterator[Rows]:
         for lo, raw in zip(
@@ -154,17 +156,72 @@ class NpyFile(ArrayFile):
             yield to_uint8(lo, raw, self.scale)
 
 
-def _drop_pages(mm: mmap.mmap, offset: int, length: int) -> None:
-    """Tell the kernel the rows just read are done with, so a huge file keeps RSS flat."""
-    page = mmap.PAGESIZE
-    lo = offset // page * page
-    hi = (offset + length) // page * page
-    if hi > lo and hasattr(mm, "madvise"):
-        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+def _bytes_of(array: np.ndarray) -> memoryview:
+    return memoryview(array.view(np.uint8).reshape(-1).data)
+
+
+# The header of a .npy file is a Python dict literal, padded; numpy writes ~120 bytes. numpy's own
+# reader reads the whole length the file claims before checking it against its limit, so a header
+# claiming 2 GiB costs 2 GiB: here the length is checked before anything is read.
+MAX_NPY_HEADER = 10_000
+_NPY_KEYS = {"descr", "fortran_order", "shape"}
+
+
+def _read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the .npy file open at its start, read within a small bound.
+
+    Leaves `f` at the first byte of the data.
+    """
+    start = _read_exact(f, 8, ".npy header")
+    if not start.startswith(NPY_MAGIC):
+        raise InputError("not a valid .npy file (no NumPy magic)")
+    version = (start[6], start[7])
+    if version == (1, 0):
+        (length,) = struct.unpack("<H", _read_exact(f, 2, ".npy header"))
+    elif version in ((2, 0), (3, 0)):
+        (length,) = struct.unpack("<I", _read_exact(f, 4, ".npy header"))
+    else:
+        raise InputError(f".npy format version {version[0]}.{version[1]} not supported")
+    if length > MAX_NPY_HEADER:
+        raise InputError(
+            f"not a valid .npy file (header length {length:,} bytes, limit {MAX_NPY_HEADER:,})"
+        )
+    raw = _read_exact(f, length, ".npy header")
+    try:
+        text = raw.decode("utf-8" if version == (3, 0) else "latin1")
+        header = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError, TypeError):
+        raise InputError("not a valid .npy file (header is not a Python literal)") from None
+    if not isinstance(header, dict) or set(header) != _NPY_KEYS:
+        raise InputError("not a valid .npy file (header needs descr, fortran_order and shape)")
+    shape, fortran, descr = header["shape"], header["fortran_order"], header["descr"]
+    if not isinstance(shape, tuple) or not all(type(n) is int and 0 <= n < 2**62 for n in shape):
+        raise InputError(f"not a valid .npy file (shape {shape!r} is not a tuple of sizes >= 0)")
+    if not isinstance(fortran, bool):
+        raise InputError("not a valid .npy file (fortran_order is not True or False)")
+    if not isinstance(descr, str) or len(descr) > 16:
+        # Structured dtypes (a list) and anything else exotic: never digits.
+        raise InputError(
+            f"dtype {str(descr)[:40]} not accepted: need uint8, other integers or floats"
+        )
+    try:
+        dtype = np.dtype(descr)
+    except TypeError:
+        raise InputError(f"not a valid .npy file (unknown dtype {descr!r})") from None
+    if dtype.hasobject:
+        # np.load(allow_pickle=False) refuses these too; say so before anyone unpickles.
+        raise InputError("object array (pickled Python objects) refused: need numbers")
+    if dtype.kind not in "uif" or dtype.itemsize > 8:
+        raise InputError(f"dtype {dtype} not accepted: need uint8, other integers or floats")
+    return shape, fortran, dtype
 
 
 def to_uint8(start: int, raw: np.ndarray, scale: float) -> Rows:
-    """Validate a chunk of rows and convert it to uint8 images; bad rows become errors."""
+    """Validate a chunk of rows and convert it to uint8 images; bad rows become errors.
+
+    Works in `raw` itself (the reader's own copy): besides it, only per-row flags and the uint8
+    result are allocated, so a float64 chunk costs no more extra memory than a uint8 one.
+    """
     flat = raw.reshape(len(raw), PIXELS)
     positions = np.arange(start, start + len(raw), dtype=np.int64)
     if flat.dtype == np.uint8:
@@ -177,18 +234,21 @@ def to_uint8(start: int, raw: np.ndarray, scale: float) -> Rows:
             (int(start + i), "contains NaN or infinite values") for i in np.flatnonzero(nonfinite)
         ]
         bad |= nonfinite
-        with np.errstate(invalid="ignore"):
-            values = flat * scale
-    else:
-        values = flat
+        if scale != 1.0:
+            with np.errstate(invalid="ignore", over="ignore"):
+                np.multiply(flat, scale, out=flat, casting="same_kind")
     with np.errstate(invalid="ignore"):
-        out_of_range = ~bad & ((values < 0).any(axis=1) | (values > 255).any(axis=1))
+        out_of_range = ~bad & ((flat.min(axis=1) < 0) | (flat.max(axis=1) > 255))
     errors += [(int(start + i), "values outside 0..255") for i in np.flatnonzero(out_of_range)]
     bad |= out_of_range
-    keep = ~bad
-    images = np.rint(values[keep]).astype(np.uint8).reshape(-1, 28, 28)
+    if flat.dtype.kind == "f":
+        flat[bad] = 0  # NaN and the like, in rows that are dropped anyway: no warning from rint
+        np.rint(flat, out=flat)
+    images = flat.astype(np.uint8)
+    if bad.any():
+        images = images[~bad]
     errors.sort()
-    return Rows(start, positions[keep], images, errors)
+    return Rows(start, positions[~bad], images.reshape(-1, 28, 28), errors)
 
 
 class IdxFile(ArrayFile):

@@ -32,14 +32,21 @@ def decode_image(path: str | Path, preprocess: str) -> np.ndarray:
 
 def decode_files(files: list[tuple[str, str]], preprocess: str) -> Decoded:
     out = Decoded(files=len(files))
-    read: list[tuple[int, str, np.ndarray]] = []  # (position in files, shown, grayscale)
+    read: list[tuple[int, str, np.ndarray]] = []  # (position in files, shown, 28x28 grayscale)
     failed: list[tuple[int, str, str]] = []  # (position in files, shown, reason)
+    images: dict[int, np.ndarray] = {}
     for position, (path, shown) in enumerate(files):
         try:
-            read.append((position, shown, read_image(path, draft_side=WORK_SIDE)))
+            gray = read_image(path, draft_side=WORK_SIDE)
+            if gray.shape == (28, 28):
+                read.append((position, shown, gray))  # checked together below, in one pass
+            else:
+                # At once, so a task holds one photo's pixels at a time, not all of them: the
+                # memory bound of jobs/memory.py counts one per decoder.
+                images[position] = to_mnist(gray, preprocess)
+            del gray
         except Exception as e:
             failed.append((position, shown, _reason(e)))
-    images: dict[int, np.ndarray] = {}
     done = _normalize_small(read, preprocess, images, failed)
     for position, shown, gray in read:
         if position in done:
@@ -50,11 +57,11 @@ def decode_files(files: list[tuple[str, str]], preprocess: str) -> Decoded:
             failed.append((position, shown, _reason(e)))
     failed.sort()
     out.errors = [(shown, None, reason) for _, shown, reason in failed]
-    kept = [(position, shown) for position, shown, _ in read if position in images]
-    out.sources = [shown for _, shown in kept]
+    kept = sorted(images)
+    out.sources = [files[position][1] for position in kept]
     out.indices = [""] * len(kept)
     if kept:
-        out.images = np.stack([images[position] for position, _ in kept])
+        out.images = np.stack([images[position] for position in kept])
     return out
 
 

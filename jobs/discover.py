@@ -1,5 +1,6 @@
 """Find the inputs: walk folders in a stable order and tell images, .npy and IDX files apart."""
 
+import hashlib
 import os
 import re
 import stat
@@ -61,28 +62,71 @@ def kind_by_content(path: str) -> Kind:
     return "image"
 
 
+class Walk:
+    """The inputs in order, found lazily: memory follows the largest folder, not the whole tree.
+
+    Iterate it once; `skipped` counts the files passed over so far (all of them once iterated).
+    """
+
+    def __init__(self, inputs: Sequence[str]) -> None:
+        self.inputs = list(inputs)
+        self.skipped = 0
+        self._digest = hashlib.sha256()
+
+    def __iter__(self) -> Iterator[Source]:
+        for item in _everything(self.inputs):
+            if isinstance(item, Source):
+                line = f"{item.kind}\0{item.shown}\0{item.rel}\n"
+            else:
+                line = f"skipped\0{item}\n"
+                self.skipped += 1
+            self._digest.update(line.encode("utf-8", "surrogateescape"))
+            if isinstance(item, Source):
+                yield item
+
+    def sha256(self) -> str:
+        """A digest of everything the walk found and skipped, in order: the shards of one run
+        must have seen the same (digits merge checks it). Complete once the walk is."""
+        return self._digest.hexdigest()
+
+    def count(self) -> int:
+        """How many sources a walk finds, by walking (for a progress bar's total)."""
+        return sum(isinstance(item, Source) for item in _everything(self.inputs))
+
+
 def find_inputs(inputs: Sequence[str]) -> Found:
+    """Every input at once, as lists: for callers that show a bounded number of them."""
     found = Found()
+    for item in _everything(inputs):
+        if isinstance(item, Source):
+            found.sources.append(item)
+        else:
+            found.skipped.append(item)
+    return found
+
+
+def _everything(inputs: Sequence[str]) -> Iterator[Source | str]:
+    """Sources, and the paths of skipped files (as str), in order."""
     for given in inputs:
         try:
             st = os.stat(given)
         except FileNotFoundError:
             broken = os.path.islink(given)
             reason = "broken symbolic link" if broken else "no such file or directory"
-            found.sources.append(_error(given, reason))
+            yield _error(given, reason)
             continue
         except OSError as e:
-            found.sources.append(_error(given, f"cannot access: {e.strerror or e}"))
+            yield _error(given, f"cannot access: {e.strerror or e}")
             continue
         if stat.S_ISDIR(st.st_mode):
-            _walk(given, found)
+            for rel, path, kind, reason in _entries(given):
+                yield path if kind is None else Source(path, path, kind, rel, reason)
         elif stat.S_ISREG(st.st_mode):
             name = os.path.basename(given)
             kind = kind_by_name(name) or kind_by_content(given)
-            found.sources.append(Source(given, given, kind, "", _reason(kind)))
+            yield Source(given, given, kind, "", _reason(kind))
         else:
-            found.sources.append(_error(given, "not a regular file (device, socket or pipe)"))
-    return found
+            yield _error(given, "not a regular file (device, socket or pipe)")
 
 
 def _reason(kind: Kind) -> str:
@@ -93,22 +137,35 @@ def _error(given: str, reason: str) -> Source:
     return Source(given, given, "error", "", reason)
 
 
-def _walk(root: str, found: Found) -> None:
-    """Every file below root, in sorted order of path components; folder symlinks followed once.
-
-    Visiting each folder's entries sorted by name, depth first, is that order: no global sort.
-    """
-    for rel, path, kind, reason in _entries(root, "", set()):
-        if kind is None:
-            found.skipped.append(path)
-        else:
-            found.sources.append(Source(path, path, kind, rel, reason))
-
-
 Entry = tuple[str, str, Kind | None, str]  # path below root, path to open, kind, reason
 
 
-def _entries(folder: str, rel: str, seen: set[tuple[int, int]]) -> Iterator[Entry]:
+@dataclass(frozen=True)
+class _Folder:
+    path: str
+    rel: str
+
+
+def _entries(root: str) -> Iterator[Entry]:
+    """Every file below root, in sorted order of path components; folder symlinks followed once.
+
+    Visiting each folder's entries sorted by name, depth first, is that order: no global sort.
+    A stack of folder listings instead of recursion: a tree nested thousands deep is only
+    data here, and only the folders on the current path are held, each as one sorted listing.
+    """
+    seen: set[tuple[int, int]] = set()
+    stack = [_listing(root, "", seen)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, _Folder):
+                stack.append(_listing(item.path, item.rel, seen))
+                break
+            yield item
+        else:
+            stack.pop()
+
+
+def _listing(folder: str, rel: str, seen: set[tuple[int, int]]) -> Iterator[Entry | _Folder]:
     try:
         st = os.stat(folder)
         if (st.st_dev, st.st_ino) in seen:
@@ -135,7 +192,7 @@ def _entries(folder: str, rel: str, seen: set[tuple[int, int]]) -> Iterator[Entr
         if broken:
             yield sub, entry.path, "error", "broken symbolic link"
         elif is_dir:
-            yield from _entries(entry.path, sub, seen)
+            yield _Folder(entry.path, sub)
         elif is_file:
             kind = None if entry.name.startswith(".") else kind_by_name(entry.name)
             yield sub, entry.path, kind, _reason(kind) if kind else ""

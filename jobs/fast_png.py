@@ -39,6 +39,14 @@ _IHDR = struct.Struct(">IIBBBBB")
 _CRC = struct.Struct(">I")
 
 
+def size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's header, or (0, 0) for anything else: no decoding."""
+    if len(data) < 24 or not data.startswith(SIGNATURE) or data[12:16] != b"IHDR":
+        return 0, 0
+    width, height = struct.unpack_from(">II", data, 16)
+    return width, height
+
+
 def decode(data: bytes, max_side: int, max_pixels: int) -> np.ndarray | None:
     """The pixels of `data`, a whole PNG file, or None to decode it the usual way.
 

@@ -7,11 +7,13 @@ adds the path.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from classify_batch.jobs import fast_png
 from classify_batch.jobs.errors import InputError
 from classify_batch.jobs.files import read_input
+from classify_batch.jobs.memory import SMALL_IMAGE_BYTES
 
 # Only the decoders a digit image plausibly needs; a file with a misleading suffix must not
 # reach an exotic plugin (EPS, FITS, PSD, ...). JPEG covers MPO, which phones write.
@@ -51,6 +54,19 @@ MAX_SIDE = 20_000
 # An uncompressed 50 MP RGBA TIFF is 200 MB; anything bigger is not worth reading.
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
+# A progressive JPEG can repeat a scan any number of times, and libjpeg decodes every one: 40,000
+# scans of a 3 MB file take 95 s. Pillow (13.0) sets no limit and its JPEG plugin only skips the
+# SOS marker; libjpeg-turbo leaves the limit to the application (djpeg -maxscans, TurboJPEG 3's
+# TJPARAM_SCANLIMIT, "default: 0 (no limit)") and its own fuzz targets use 500. Real encoders
+# write 1 (baseline) to about 10-20 scans (libjpeg's progressive script: 10 for colour).
+MAX_JPEG_SCANS = 500
+_SOS = b"\xff\xda"
+_SOI = b"\xff\xd8"
+
+# Set in decoder processes when the job's memory limit leaves no room for every decoder to hold
+# a big image at once (see jobs/memory.py): a semaphore shared by the pool.
+_big_image_gate: Any = None
+
 _MEGA = 1_000_000
 _PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
@@ -62,16 +78,52 @@ def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray
     transparent background reads as dark ink on paper.
 
     `draft_side` lets JPEGs decode at a reduced DCT scale (1/2, 1/4 or 1/8) as long as the long
-    side stays >= draft_side; that is several times faster for phone photos. Other formats are
-    always decoded at full size.
+    side stays >= draft_side; that is several times faster for phone photos. Big grey or RGB
+    PNGs (and WebP, BMP, PNM) are decoded whole, then box-reduced by the same factors.
     """
     content = read_input(path, MAX_FILE_BYTES, fast_png.MAX_BYTES)
     if isinstance(content, bytes):
-        pixels = fast_png.decode(content, MAX_SIDE, MAX_PIXELS)
+        if _big_image_gate is None:  # no gate: not even a context manager (13 us a file)
+            pixels = _fast_png(content)
+        else:
+            # A 50 MP PNG of blank paper compresses to kilobytes: its size is in its header.
+            with _admitted(*fast_png.size(content)):
+                pixels = _fast_png(content)
         if pixels is not None:
-            return pixels if pixels.ndim == 2 else _composite_on_white(pixels.astype(np.uint16))
+            return pixels
     with io.BytesIO(content) if isinstance(content, bytes) else content as fh:
+        _check_jpeg_scans(fh)
         return _decode(fh, draft_side)
+
+
+def _fast_png(content: bytes) -> np.ndarray | None:
+    pixels = fast_png.decode(content, MAX_SIDE, MAX_PIXELS)
+    if pixels is None or pixels.ndim == 2:
+        return pixels
+    return _composite_on_white(pixels.astype(np.uint16))
+
+
+def _check_jpeg_scans(fh: IO[bytes]) -> None:
+    """Refuse a JPEG with more than MAX_JPEG_SCANS scans before the decoder sees it.
+
+    Counts FF DA (start of scan) in the whole stream, in C: entropy-coded data stuffs every FF
+    with 00, so FF DA appears only as a marker or inside metadata (an EXIF thumbnail's own few
+    scans), which can only make the count a little high. A few ms for a 10 MB photo.
+    """
+    if fh.read(2) != _SOI:
+        fh.seek(0)
+        return
+    scans = 0
+    tail = b""
+    while chunk := fh.read(1 << 20):
+        block = tail + chunk
+        scans += block.count(_SOS)
+        tail = block[-1:] if block[-1:] == b"\xff" else b""
+        if scans > MAX_JPEG_SCANS:
+            raise InputError(
+                f"JPEG with more than {MAX_JPEG_SCANS} scans refused (a decoding-time bomb)"
+            )
+    fh.seek(0)
 
 
 def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:
@@ -85,8 +137,10 @@ def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:
                 _check_dimensions(im.size)
                 if draft_side is not None and im.format in ("JPEG", "MPO"):
                     _draft_jpeg(im, draft_side)
-                im.load()
-                return _to_gray(_apply_orientation(im))
+                with _admitted(*im.size):  # after the draft: a reduced JPEG is small
+                    im.load()
+                    small = im if draft_side is None else _reduce_like_draft(im, draft_side)
+                    return _to_gray(_apply_orientation(small))
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -101,6 +155,21 @@ def _decode(fh: IO[bytes], draft_side: int | None) -> np.ndarray:
         # A hostile file can make a decoder raise almost anything (OSError, ValueError,
         # SyntaxError, struct.error, IndexError, ...); each is one bad input, not a crashed job.
         raise InputError(_decode_failure_message(exc)) from None
+
+
+def set_big_image_gate(gate: Any) -> None:
+    """In a decoder process: the pool's shared semaphore for big images (jobs/memory.py)."""
+    global _big_image_gate
+    _big_image_gate = gate
+
+
+@contextlib.contextmanager
+def _admitted(width: int, height: int) -> Iterator[None]:
+    if _big_image_gate is None or width * height * 4 <= SMALL_IMAGE_BYTES:
+        yield
+        return
+    with _big_image_gate:
+        yield
 
 
 def _check_dimensions(size: tuple[int, int]) -> None:
@@ -139,6 +208,27 @@ def _draft_jpeg(im: Image.Image, draft_side: int) -> None:
     scale = min(1.0, draft_side / max(width, height))
     # Mode "L" makes libjpeg hand over the luma channel directly, skipping colour conversion.
     im.draft("L", (max(1, int(width * scale)), max(1, int(height * scale))))
+
+
+# Formats whose orientation, if any, is in im.info (EXIF), which a reduced copy keeps; TIFF's is
+# in its own tags, and palette or alpha images must not be averaged before compositing.
+_REDUCIBLE = frozenset({"PNG", "WEBP", "BMP", "PPM"})
+
+
+def _reduce_like_draft(im: Image.Image, draft_side: int) -> Image.Image:
+    """A big PNG (scans, screenshots, phone exports) reduced as a JPEG draft would be.
+
+    PNG has no reduced decoding, so the whole image is inflated anyway; but everything after
+    it (EXIF rotation, grey conversion, numpy's copy, the normalizer's own reduction) costs as
+    much again at full size. An integer box reduction by 2, 4 or 8, keeping the long side at
+    least `draft_side`, gives the normalizer what a JPEG of the same size gives it.
+    """
+    if im.format not in _REDUCIBLE or im.mode not in ("L", "RGB"):
+        return im
+    factor = 1
+    while factor < 8 and max(im.size) // (2 * factor) >= draft_side:
+        factor *= 2
+    return im if factor == 1 else im.reduce(factor)
 
 
 def _apply_orientation(im: Image.Image) -> Image.Image:

@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,9 @@ ROWS_PER_CHUNK = 2048
 # decode at ~10-20 ms per MB, so a few MB of them pay for it.
 POOL_MIN_FILES = 2048
 POOL_MIN_BYTES = 4 * 1024 * 1024
+# About the bytes of one decode task: 256 MNIST PNGs are ~80 kB; a phone photo is 1-5 MB, so
+# photos go one per task, which costs ~1 ms of pickling against their ~50 ms of decoding.
+TASK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,36 @@ class Shard:
 Piece = Callable[[], Iterator[Decoded]]
 
 
+@dataclass
+class Ahead:
+    """The first sources of a walk, looked at to plan the run; `sources` still yields them all."""
+
+    sources: Iterator[Source]
+    empty: bool  # no source at all (the walk is then over)
+    image_paths: list[str]  # the first image files this run owns, as many as planning needs
+
+
+def look_ahead(sources: Iterable[Source], workers: int, shard: Shard | None = None) -> Ahead:
+    """Take enough of `sources` to decide on a pool and a task size, without walking the rest.
+
+    A walk of a million files is never held whole: only the first images, up to what the
+    decisions need (POOL_MIN_FILES, and four full tasks per worker), are kept in a list.
+    """
+    it = iter(sources)
+    head: list[Source] = []
+    images: list[str] = []
+    need = max(POOL_MIN_FILES, 4 * max(1, workers) * FILES_PER_TASK)
+    for source in it:
+        head.append(source)
+        if source.kind == "image" and (shard is None or shard.owns_file(source)):
+            images.append(source.path)
+            if len(images) >= need:
+                break
+        elif len(head) >= 4 * need:
+            break  # arrays or errors by the thousand: plan from what was seen
+    return Ahead(itertools.chain(head, it), not head, images)
+
+
 def start_pool(workers: int, image_paths: Sequence[str]) -> Pool | None:
     """Decoder processes when the image files are enough work to pay for them, else None.
 
@@ -74,18 +107,38 @@ def start_pool(workers: int, image_paths: Sequence[str]) -> Pool | None:
     """
     if workers <= 1 or not _worth_a_pool(image_paths):
         return None
+    from classify_batch.jobs.images import set_big_image_gate
+    from classify_batch.jobs.memory import big_image_gate
     from classify_batch.jobs.workers import Pool
 
-    return Pool(workers, decode_files)
+    gate = big_image_gate(workers)
+    return Pool(workers, decode_files, None if gate is None else (set_big_image_gate, (gate,)))
 
 
-def files_per_task(image_files: int, workers: int) -> int:
+def files_per_task(image_files: int, workers: int, sample: Sequence[str] = ()) -> int:
     """How many image files go into one decode task.
 
     At least four tasks per worker, so that no worker is left with a long last task alone (100
-    photos are seconds of work), and at most FILES_PER_TASK.
+    photos are seconds of work), and at most FILES_PER_TASK. With `sample` (the first image
+    paths), tasks are also sized by bytes: photos vary from 50 kB to 10 MB, and a task of a
+    dozen big ones would leave the other workers idle at the end, so big files go one or a few
+    per task and the pool hands them to whichever worker is free.
     """
-    return max(1, min(FILES_PER_TASK, -(-image_files // (4 * max(1, workers)))))
+    by_count = max(1, min(FILES_PER_TASK, -(-image_files // (4 * max(1, workers)))))
+    average = _average_size(sample)
+    if average is None:
+        return by_count
+    return max(1, min(by_count, TASK_BYTES // max(1, average)))
+
+
+def _average_size(paths: Sequence[str]) -> int | None:
+    sizes = []
+    for path in paths[:64]:  # the first few say whether these are photos or MNIST-size files
+        try:
+            sizes.append(os.stat(path).st_size)
+        except OSError:
+            continue
+    return sum(sizes) // len(sizes) if sizes else None
 
 
 def _worth_a_pool(paths: Sequence[str]) -> bool:
@@ -105,7 +158,7 @@ def _worth_a_pool(paths: Sequence[str]) -> bool:
 
 
 def stream(
-    sources: Sequence[Source],
+    sources: Iterable[Source],
     preprocess: str,
     pool: Pool | None = None,
     shard: Shard | None = None,
@@ -121,7 +174,7 @@ def stream(
 
 
 def _pieces(
-    sources: Sequence[Source], preprocess: str, shard: Shard | None, task_files: int
+    sources: Iterable[Source], preprocess: str, shard: Shard | None, task_files: int
 ) -> Iterator[tuple[list[tuple], str] | Piece]:
     """Image files grouped into pool tasks, arrays as lazy chunk readers, in source order."""
     batch: list[tuple] = []

@@ -1,10 +1,10 @@
 """One run of the job: check the output, find inputs, classify them in order, commit the files."""
 
-import hashlib
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +14,7 @@ from classify_batch.contract import ExitCode, package_version
 from classify_batch.jobs import model as model_loader
 from classify_batch.jobs import pipeline
 from classify_batch.jobs.cpus import usable_cpus
-from classify_batch.jobs.discover import Found, Source, find_inputs
+from classify_batch.jobs.discover import Source, Walk
 from classify_batch.jobs.inherit import keep_from_workers, release_from_workers
 from classify_batch.jobs.output import (
     OutputError,
@@ -113,22 +113,25 @@ def _locked_run(opts: Options, err: TextIO) -> int:
         return fail(f"no such file or directory: {', '.join(missing)}; nothing done")
 
     workers = _workers(opts.workers, err, opts.command)
-    found = find_inputs(opts.inputs)
+    # The walk is read as the run goes: only its first images are looked at to plan.
+    walk = Walk(opts.inputs)
     shard = opts.shard
-    images = [s for s in found.sources if s.kind == "image" and (not shard or shard.owns_file(s))]
-    if not found.sources:
-        return fail(f"no inputs found in {', '.join(opts.inputs)} ({len(found.skipped)} skipped)")
+    ahead = pipeline.look_ahead(walk, workers, shard)
+    if ahead.empty:
+        return fail(f"no inputs found in {', '.join(opts.inputs)} ({walk.skipped} skipped)")
 
-    pool = pipeline.start_pool(workers, [s.path for s in images])
+    pool = pipeline.start_pool(workers, ahead.image_paths)
     try:
         # Started before the model loads, so the decoders are busy meanwhile.
         stream = pipeline.stream(
-            found.sources,
+            ahead.sources,
             opts.preprocess,
             pool,
             opts.shard,
             workers,
-            pipeline.files_per_task(len(images), workers if pool else 1),
+            pipeline.files_per_task(
+                len(ahead.image_paths), workers if pool else 1, ahead.image_paths
+            ),
         )
         try:
             # With decoder processes on every core, inference (2% of the work for images) gets
@@ -140,12 +143,11 @@ def _locked_run(opts: Options, err: TextIO) -> int:
             )
         except model_loader.ModelError as e:
             return fail(str(e))
-        progress = Progress(
-            len(found.sources),
-            enabled=not opts.quiet,
-            total_images=lambda: _images_to_do(found.sources, shard),
-        )
-        counts = Counts(skipped=len(found.skipped))
+        # Only a person at a terminal sees the totals, so only then is the tree walked twice.
+        on_terminal = not opts.quiet and err.isatty()
+        files, images = _totals(Walk(opts.inputs), shard) if on_terminal else (0, 0)
+        progress = Progress(files, enabled=on_terminal, total_images=lambda: images)
+        counts = Counts()
         outputs = Outputs(opts.out, opts.probabilities, review=opts.min_confidence is not None)
         try:
             outputs.open()
@@ -165,6 +167,7 @@ def _locked_run(opts: Options, err: TextIO) -> int:
                 counts.classified += len(piece.images)
                 progress.update(piece.files, len(piece.images) + len(piece.errors))
             counts.for_review = outputs.review_count
+            counts.skipped = walk.skipped
             progress.close()
             code = ExitCode.SOME_FAILED if counts.failed else ExitCode.OK
             # A shard may own nothing of a small input: its empty part still counts for merge.
@@ -175,7 +178,7 @@ def _locked_run(opts: Options, err: TextIO) -> int:
             record = _record(opts, classifier, counts, workers, decoders, started, clock, code)
             if shard is not None:
                 record["part"] = {"shard": record["options"]["shard"]}
-                record["part"]["inputs_sha256"] = inputs_digest(found)
+                record["part"]["inputs_sha256"] = walk.sha256()
             outputs.commit(record, seal=shard is not None)
         except TooManyErrors:
             progress.close()
@@ -301,22 +304,12 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def inputs_digest(found: Found) -> str:
-    """What every shard of one run must have seen alike: the inputs found and files skipped."""
-    h = hashlib.sha256()
-    for source in found.sources:
-        h.update(
-            f"{source.kind}\0{source.shown}\0{source.rel}\n".encode("utf-8", "surrogateescape")
-        )
-    for skipped in found.skipped:
-        h.update(f"skipped\0{skipped}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
-
-
-def _images_to_do(sources: list[Source], shard: Shard | None) -> int:
-    """For the progress bar: image files plus the rows of arrays, from their headers only."""
-    total = 0
+def _totals(sources: Iterable[Source], shard: Shard | None) -> tuple[int, int]:
+    """For the progress bar: the files found, and the images to do in them (image files plus the
+    rows of arrays, from their headers only)."""
+    files = total = 0
     for source in sources:
+        files += 1
         if source.kind in ("image", "error"):
             total += 1 if shard is None or shard.owns_file(source) else 0
             continue
@@ -325,7 +318,7 @@ def _images_to_do(sources: list[Source], shard: Shard | None) -> int:
             lo, hi = shard.rows(rows)
             rows = hi - lo
         total += rows
-    return total
+    return files, total
 
 
 def _array_rows(source: Source) -> int:

@@ -27,6 +27,7 @@ from classify_batch.jobs.inherit import (
 )
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+Setup = tuple[Callable[..., Any], tuple]
 
 # How long close() waits for an idle worker to leave before killing it.
 _LEAVE_SECONDS = 5.0
@@ -39,15 +40,20 @@ class WorkerDied(Exception):
 class Pool:
     """`workers` processes that run `function(*args)` for submitted tasks, in any order."""
 
-    def __init__(self, workers: int, function: Callable[..., Any]) -> None:
+    def __init__(
+        self, workers: int, function: Callable[..., Any], setup: Setup | None = None
+    ) -> None:
+        # setup: (function, args) each worker runs once when it starts (memory admission's
+        # shared semaphore, see jobs/memory.py), replacements included.
         self._function = function
+        self._setup = setup
         self._idle: list[_Worker] = []
         self._busy: dict[Connection, tuple[_Worker, int]] = {}
         self._waiting: deque[tuple[int, tuple]] = deque()
         self._done: dict[int, tuple[bool, Any]] = {}
         self._next_ticket = 0
         for _ in range(workers):
-            self._idle.append(_Worker(function))
+            self._idle.append(_Worker(function, setup))
 
     def submit(self, *args: Any) -> int:
         """Queue a task; returns the ticket to ask for its result with."""
@@ -93,7 +99,7 @@ class Pool:
                 # Died while idle: its replacement takes the task.
                 worker.join()
                 self._waiting.appendleft((ticket, args))
-                self._idle.append(_Worker(self._function))
+                self._idle.append(_Worker(self._function, self._setup))
                 continue
             self._busy[worker.conn] = (worker, ticket)
 
@@ -110,12 +116,12 @@ class Pool:
                 # Its end of the pipe closed mid-task or mid-result: the process is gone.
                 self._done[ticket] = (False, None)
                 worker.join()
-                self._idle.append(_Worker(self._function))
+                self._idle.append(_Worker(self._function, self._setup))
         self._dispatch()
 
 
 class _Worker:
-    def __init__(self, function: Callable[..., Any]) -> None:
+    def __init__(self, function: Callable[..., Any], setup: Setup | None = None) -> None:
         # A fork copies only the calling thread: if another thread holds a lock at that moment
         # (onnxruntime's thread pool, say), the child can wait on it forever. Fork only a process
         # with no other thread; otherwise start from a clean forkserver. Forked before the model
@@ -130,7 +136,7 @@ class _Worker:
         inherited = [*registered(), self.conn.fileno()] if forked else []
         parent = os.getpid() if forked else None
         self.process: BaseProcess = context.Process(
-            target=_serve, args=(child, function, inherited, parent), daemon=True
+            target=_serve, args=(child, function, inherited, parent, setup), daemon=True
         )
         self.process.start()
         child.close()  # now only the worker holds its end: its death is our EOF
@@ -150,7 +156,11 @@ class _Worker:
 
 
 def _serve(
-    conn: Connection, function: Callable[..., Any], inherited: list[int], parent: int | None
+    conn: Connection,
+    function: Callable[..., Any],
+    inherited: list[int],
+    parent: int | None,
+    setup: Setup | None = None,
 ) -> None:
     _die_with_parent(parent)
     drop_inherited(inherited)
@@ -160,6 +170,8 @@ def _serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_DFL)
+    if setup is not None:
+        setup[0](*setup[1])
     while True:
         try:
             args = conn.recv()
