@@ -16,6 +16,9 @@ class Preset:
     rotate_degrees: float  # augmentation: uniform rotation in [-r, r]
     shift_pixels: float  # augmentation: uniform shift in [-s, s] on each axis
     zoom: float  # augmentation: uniform scale in [1 - z, 1 + z]
+    elastic_alpha: float = 0.0  # augmentation: elastic displacement scale in px; 0 means none
+    elastic_sigma: float = 0.0  # augmentation: Gaussian smoothing of the displacement field, px
+    label_smoothing: float = 0.0
     seed: int = 0
 
     def with_overrides(self, **overrides: Any) -> "Preset":
@@ -28,7 +31,7 @@ class Preset:
 
     @property
     def augments(self) -> bool:
-        return bool(self.rotate_degrees or self.shift_pixels or self.zoom)
+        return bool(self.rotate_degrees or self.shift_pixels or self.zoom or self.elastic_alpha)
 
 
 PRESETS: dict[str, Preset] = {
