@@ -16,7 +16,6 @@ class Preset:
     rotate_degrees: float  # augmentation: uniform rotation in [-r, r]
     shift_pixels: float  # augmentation: uniform shift in [-s, s] on each axis
     zoom: float  # augmentation: uniform scale in [1 - z, 1 + z]
-    stretch: float = 0.0  # augmentation: aspect ratio times e^u, u uniform in [-s, s], same area
     elastic_alpha: float = 0.0  # augmentation: elastic displacement scale in px; 0 means none
     elastic_sigma: float = 0.0  # augmentation: Gaussian smoothing of the displacement field, px
     label_smoothing: float = 0.0
@@ -32,13 +31,7 @@ class Preset:
 
     @property
     def augments(self) -> bool:
-        return bool(
-            self.rotate_degrees
-            or self.shift_pixels
-            or self.zoom
-            or self.stretch
-            or self.elastic_alpha
-        )
+        return bool(self.rotate_degrees or self.shift_pixels or self.zoom or self.elastic_alpha)
 
 
 PRESETS: dict[str, Preset] = {
