@@ -129,6 +129,7 @@ def test_best_preset_is_a_fully_connected_ann():
     model = build_model(PRESETS["best"])
     kinds = {layer.__class__.__name__ for layer in model.layers}
     assert kinds <= {"Dense", "Dropout"}
+    assert model.count_params() <= 2 * 269_322  # at most twice the inference cost of 784-256-256
 
 
 def test_same_seed_gives_same_weights_and_same_onnx_bytes(small, tmp_path):
