@@ -62,9 +62,7 @@ def train(
     )
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=preset.label_smoothing)
-        if preset.label_smoothing
-        else "categorical_crossentropy",
+        loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
     targets = keras.utils.to_categorical(train_labels, 10)
