@@ -76,7 +76,10 @@ def train(
         started = time.perf_counter()
         if preset.augments:
             batches = augmented_batches(pixels, labels, preset, epoch)
-            fit = model.fit(batches, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+            # The batches come shuffled; shuffle=False only silences Keras' warning about it.
+            fit = model.fit(
+                batches, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0
+            )
         else:
             fit = model.fit(
                 preprocess(train_images),
