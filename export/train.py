@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from classify_batch.export.augment import augmented_batches
 from classify_batch.export.presets import Preset
 
 
@@ -29,31 +30,6 @@ def build_model(preset: Preset) -> keras.Model:
     return keras.Sequential(layers, name="digits_ann")
 
 
-def augment(images: np.ndarray, preset: Preset, rng: np.random.Generator) -> np.ndarray:
-    """Randomly rotated, shifted and zoomed copies, drawn from `rng` so a seed fixes them all."""
-    n = len(images)
-    angle = np.deg2rad(rng.uniform(-preset.rotate_degrees, preset.rotate_degrees, n))
-    scale = rng.uniform(1 - preset.zoom, 1 + preset.zoom, n)
-    tx, ty = rng.uniform(-preset.shift_pixels, preset.shift_pixels, (2, n))
-    # The transform maps output pixels back to input pixels, about the image centre.
-    c = 13.5
-    a0, a1 = np.cos(angle) / scale, -np.sin(angle) / scale
-    b0, b1 = np.sin(angle) / scale, np.cos(angle) / scale
-    a2 = c - a0 * c - a1 * c - tx
-    b2 = c - b0 * c - b1 * c - ty
-    zeros = np.zeros(n)
-    transforms = np.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1).astype(np.float32)
-    moved = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.constant(images[..., None], dtype=tf.float32),
-        transforms=transforms,
-        output_shape=[28, 28],
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT",
-        fill_value=0.0,
-    )
-    return np.clip(np.rint(moved.numpy()[..., 0]), 0, 255).astype(np.uint8)
-
-
 @dataclass
 class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
@@ -73,7 +49,6 @@ def train(
 ) -> tuple[keras.Model, History]:
     keras.utils.set_random_seed(preset.seed)
     tf.config.experimental.enable_op_determinism()
-    rng = np.random.default_rng(preset.seed)
 
     model = build_model(preset)
     steps = preset.epochs * -(-len(train_images) // preset.batch_size)
@@ -89,20 +64,29 @@ def train(
     )
     targets = keras.utils.to_categorical(train_labels, 10)
     x_test = preprocess(test_images)
+    if preset.augments:
+        pixels = tf.constant(train_images, tf.float32)
+        labels = tf.constant(targets, tf.float32)
 
     history = History()
     for epoch in range(preset.epochs):
         started = time.perf_counter()
-        images = augment(train_images, preset, rng) if preset.augments else train_images
-        fit = model.fit(
-            preprocess(images),
-            targets,
-            batch_size=preset.batch_size,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            shuffle=True,
-            verbose=0,
-        )
+        if preset.augments:
+            batches = augmented_batches(pixels, labels, preset, epoch)
+            # The batches come shuffled; shuffle=False only silences Keras' warning about it.
+            fit = model.fit(
+                batches, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0
+            )
+        else:
+            fit = model.fit(
+                preprocess(train_images),
+                targets,
+                batch_size=preset.batch_size,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                shuffle=True,
+                verbose=0,
+            )
         # Test accuracy per epoch is recorded for the curves only; nothing is chosen by it.
         predicted = model.predict(x_test, batch_size=1024, verbose=0).argmax(axis=1)
         row = {

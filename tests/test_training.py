@@ -12,6 +12,7 @@ pytest.importorskip("tensorflow", reason="needs the train extra: pip install '.[
 from conftest import tiled, varied  # noqa: E402
 
 from classify_batch.export import onnx_export  # noqa: E402
+from classify_batch.export.augment import augmented_batches, distort  # noqa: E402
 from classify_batch.export.mnist_data import MnistData  # noqa: E402
 from classify_batch.export.presets import PRESETS  # noqa: E402
 from classify_batch.export.publish import publish  # noqa: E402
@@ -69,14 +70,73 @@ def test_preprocess_scales_pixels_to_minus_half_plus_half():
     assert x.min() == -0.5 and x.max() == 0.5
 
 
+def _distorted(images, seed, **overrides):
+    import tensorflow as tf
+
+    preset = PRESETS["best"].with_overrides(**overrides)
+    return distort(tf.constant(images, tf.float32), preset, tf.constant(seed, tf.int64)).numpy()
+
+
+def test_distortion_is_fixed_by_its_seed_and_keeps_shape_and_range(small):
+    images = small.train_images[:64]
+    a = _distorted(images, [0, 7], elastic_alpha=34.0, elastic_sigma=5.0)
+    assert a.shape == (64, 28, 28) and a.dtype == np.float32
+    assert a.min() >= 0.0 and a.max() <= 255.0
+    assert np.array_equal(a, _distorted(images, [0, 7], elastic_alpha=34.0, elastic_sigma=5.0))
+    assert not np.array_equal(a, _distorted(images, [0, 8], elastic_alpha=34.0, elastic_sigma=5.0))
+
+
+def test_distortion_changes_images_but_keeps_the_ink(test_set):
+    images = test_set[0][:64]  # real digits: the bounds below are MNIST's, thin 1s included
+    still = _distorted(
+        images, [0, 0], rotate_degrees=0.0, shift_pixels=0.0, zoom=0.0, elastic_alpha=0.0
+    )
+    assert np.allclose(still, images)  # no movement at all: the identity
+    elastic = _distorted(
+        images,
+        [0, 0],
+        rotate_degrees=0.0,
+        shift_pixels=0.0,
+        zoom=0.0,
+        elastic_alpha=34.0,
+        elastic_sigma=5.0,
+    )
+    moved = np.abs(elastic - images).mean(axis=(1, 2))
+    assert (moved > 5).all()  # every image changed, by more than rounding
+    ink = elastic.sum(axis=(1, 2)) / images.astype(np.float32).sum(axis=(1, 2))
+    assert ((ink > 0.5) & (ink < 1.5)).all()  # distorted, not erased nor smeared
+
+
+def test_augmented_epoch_is_every_image_once_in_a_seeded_order(small):
+    import tensorflow as tf
+
+    preset = _short("best", batch_size=500, elastic_alpha=34.0, elastic_sigma=5.0)
+    images = tf.constant(small.train_images, tf.float32)
+    targets = tf.constant(np.eye(10, dtype=np.float32)[small.train_labels])
+
+    def epoch(number):
+        batches = list(augmented_batches(images, targets, preset, number))
+        x = np.concatenate([b[0].numpy() for b in batches])
+        y = np.concatenate([b[1].numpy() for b in batches])
+        return x, y
+
+    (x0, y0), (again, _), (x1, y1) = epoch(0), epoch(0), epoch(1)
+    assert x0.shape == (len(small.train_images), 784) and x0.min() >= -0.5 and x0.max() <= 0.5
+    assert np.array_equal(x0, again)
+    assert not np.array_equal(x0, x1)
+    counts = np.bincount(small.train_labels, minlength=10)
+    assert (y0.sum(axis=0) == counts).all() and (y1.sum(axis=0) == counts).all()
+
+
 def test_best_preset_is_a_fully_connected_ann():
     model = build_model(PRESETS["best"])
     kinds = {layer.__class__.__name__ for layer in model.layers}
     assert kinds <= {"Dense", "Dropout"}
+    assert model.count_params() <= 2 * 269_322  # at most twice the inference cost of 784-256-256
 
 
 def test_same_seed_gives_same_weights_and_same_onnx_bytes(small, tmp_path):
-    preset = _short("best", hidden=(64, 64))
+    preset = _short("best", hidden=(64, 64), elastic_alpha=34.0, elastic_sigma=5.0)
     runs = []
     for name in ("a", "b"):
         model, _ = train(
