@@ -22,23 +22,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
-def load_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The bitmaps (uint8, 1 = ink) and their labels from the original 32x32 text format."""
-    lines = [line.strip() for line in path.read_text().splitlines()]
-    start = next(i for i, line in enumerate(lines) if len(line) == 32 and set(line) <= {"0", "1"})
-    body = [line for line in lines[start:] if line]
-    bitmaps, labels = [], []
-    for i in range(0, len(body) - 32, 33):
-        rows = body[i : i + 32]
-        bitmaps.append([[c == "1" for c in row] for row in rows])
-        labels.append(int(body[i + 32]))
-    return np.array(bitmaps, dtype=np.uint8), np.array(labels, dtype=np.int64)
+from classify_batch.export.optdigits import OPTDIGITS_ENV, as_scans, load_optdigits
 
 
 def write_pngs(bitmaps: np.ndarray, folder: Path, pad: int) -> None:
     for i, bitmap in enumerate(bitmaps):
-        pixels = np.where(bitmap == 1, 0, 255).astype(np.uint8)  # black ink on white paper
+        pixels = as_scans(bitmap)
         if pad:
             pixels = np.pad(pixels, pad, constant_values=255)
         Image.fromarray(pixels).save(folder / f"{i:05d}.png")
@@ -59,7 +48,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="ONNX model [default: the committed one]")
     parser.add_argument("--pad", type=int, default=0, help="white pixels around each bitmap")
     args = parser.parse_args()
-    bitmaps, labels = load_optdigits(Path(os.environ["OPTDIGITS_FILE"]))
+    bitmaps, labels = load_optdigits(Path(os.environ[OPTDIGITS_ENV]))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "digits"
         folder.mkdir()

@@ -31,6 +31,8 @@ from PIL import Image, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stress import STRESS_SETS  # noqa: E402
 
+from classify_batch.export.optdigits import OPTDIGITS_ENV, load_optdigits  # noqa: E402
+
 Variant = Callable[[np.ndarray, np.random.Generator], tuple[Image.Image, str]]
 
 
@@ -168,17 +170,6 @@ def tesseract(folder: Path, labels: np.ndarray, count: int) -> float | None:
     return right / len(files)
 
 
-def load_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The 32x32 bitmaps (True = ink) and labels of UCI optdigits' original text format."""
-    lines = path.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if len(line) == 32 and set(line) <= {"0", "1"})
-    bitmaps, labels = [], []
-    for at in range(start, len(lines) - 32, 33):
-        bitmaps.append([[c == "1" for c in lines[at + r]] for r in range(32)])
-        labels.append(int(lines[at + 32]))
-    return np.array(bitmaps), np.array(labels, dtype=np.uint8)
-
-
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
 
@@ -227,7 +218,7 @@ def stress(images: np.ndarray, labels: np.ndarray, tmp: Path, ocr_count: int) ->
 
 
 def optdigits(tmp: Path, ocr_count: int) -> dict | None:
-    path = os.environ.get("OPTDIGITS_FILE")
+    path = os.environ.get(OPTDIGITS_ENV)
     if not path:
         print("\noptdigits: skipped (set OPTDIGITS_FILE to optdigits-orig.tra)")
         return None

@@ -23,7 +23,7 @@ from classify_batch.contract import (
     OUTPUT_NAMES,
     OUTPUT_TYPES,
 )
-from classify_batch.export import onnx_export
+from classify_batch.export import onnx_export, optdigits
 from classify_batch.export.evaluate import per_digit_accuracy
 from classify_batch.export.mnist_data import FULL_TRAIN_COUNT, MnistData
 from classify_batch.export.presets import Preset
@@ -38,6 +38,7 @@ class Published:
     onnx_sha256: str
     test_accuracy: float
     parity: onnx_export.Parity
+    optdigits_accuracy: float | None  # None without OPTDIGITS_FILE
 
 
 def versions() -> dict[str, str]:
@@ -148,8 +149,10 @@ def publish(
         "agreement_bar": AGREEMENT_BAR,
         "test_accuracy": int8.accuracy,
     }
-    # Wall-clock time differs between identical trainings, so it stays out of the ONNX bytes.
+    # Wall-clock time differs between identical trainings, and optdigits may be absent where
+    # MNIST is present: both stay out of the ONNX bytes, which depend on the weights alone.
     card["training_seconds"] = None if training_seconds is None else round(training_seconds, 1)
+    card["optdigits"] = optdigits.figures(lambda x: onnx_export.onnx_predict(model_bytes, x)[1])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if history is not None:
@@ -163,7 +166,10 @@ def publish(
         (out_dir / "model.int8.onnx").unlink(missing_ok=True)
     # The ONNX file goes last: the job loads only it, and its card is already in place.
     atomic.write_bytes(out_dir / "model.onnx", model_bytes)
-    return Published(out_dir / "model.onnx", sha, accuracy, check)
+    real = card["optdigits"]
+    return Published(
+        out_dir / "model.onnx", sha, accuracy, check, None if real is None else real["accuracy"]
+    )
 
 
 def _save_keras(model: keras.Model, preset: Preset, target: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from classify_batch.contract import ExitCode
 from classify_batch.export.logs import quiet_logs
 from classify_batch.export.mnist_data import DataError, MnistData, load_mnist
+from classify_batch.export.optdigits import OPTDIGITS_ENV
 from classify_batch.export.presets import PRESETS, Preset
 
 
@@ -62,7 +63,12 @@ def train_command(
     _say(
         f"trained {preset.name} in {seconds:.0f}s: test accuracy {published.test_accuracy:.2%} "
         f"on the official test set (trained on {len(data.train_images):,} of 60,000 images); "
-        f"ONNX parity: {published.parity.summary()}; wrote {published.onnx_path} "
+        + (
+            f"optdigits {published.optdigits_accuracy:.2%}; "
+            if published.optdigits_accuracy is not None
+            else f"optdigits not measured (set {OPTDIGITS_ENV}); "
+        )
+        + f"ONNX parity: {published.parity.summary()}; wrote {published.onnx_path} "
         f"(sha256 {published.onnx_sha256[:12]}...)"
     )
     return ExitCode.OK

@@ -38,7 +38,7 @@ def test_committed_model_reaches_the_cards_accuracy(committed_model, card, test_
     _, digits = model_loader.load(committed_model)(images)
     accuracy = float((digits == labels).mean())
     assert accuracy == pytest.approx(card["test_accuracy"], abs=1e-9)
-    assert accuracy >= 0.985  # the best preset's promise, on 24,345 training images
+    assert accuracy >= 0.990  # the best preset's promise, on 24,345 of 60,000 training images
 
 
 def test_metadata_carries_the_input_contract(committed_model):
@@ -48,7 +48,30 @@ def test_metadata_carries_the_input_contract(committed_model):
     assert json.loads(meta["labels"]) == [str(d) for d in range(10)]
     assert meta["preset"] == "best"
     assert set(json.loads(meta["versions"])) >= {"tensorflow", "tf2onnx", "onnx"}
-    assert len(json.loads(meta["train_data_sha256"])) == 4
+    assert len(json.loads(meta["data"])["sha256"]) == 4
+
+
+def test_metadata_is_the_cards_own_fields(committed_model, card):
+    meta = {p.key: p.value for p in onnx.load(committed_model).metadata_props}
+    assert {"recipe", "test_accuracy", "parameters"} <= set(meta)
+    for key, value in meta.items():
+        expected = card["input"][key[len("input_") :]] if key.startswith("input_") else card[key]
+        assert value == (
+            expected if isinstance(expected, str) else json.dumps(expected, sort_keys=True)
+        )
+
+
+def test_committed_model_reads_other_writers_as_its_card_says(committed_model, card):
+    """optdigits (OPTDIGITS_FILE): 1,934 digits by 30 writers, through the job's normalization."""
+    optdigits = pytest.importorskip("classify_batch.export.optdigits")
+    classifier = model_loader.load(committed_model)
+    measured = optdigits.figures(lambda images: classifier(images)[1])
+    if measured is None:
+        pytest.skip(f"set {optdigits.OPTDIGITS_ENV} to UCI optdigits' optdigits-orig.tra")
+    assert measured["accuracy"] == pytest.approx(card["optdigits"]["accuracy"], abs=1e-9)
+    assert measured["refused_as_blank"] == 0
+    # Issue 14 asks for 96%; this model reaches 95.9% (README, Accuracy): held there, not lower.
+    assert measured["accuracy"] >= 0.95
 
 
 def test_int8_copy_keeps_the_float_models_digits(committed_model, card, test_set):

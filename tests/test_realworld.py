@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from classify_batch.export.optdigits import OPTDIGITS_ENV, as_scans, load_optdigits
 from classify_batch.jobs.errors import InputError
 from classify_batch.jobs.model import load
 from classify_batch.jobs.normalize import to_mnist
@@ -155,20 +156,9 @@ def test_stress_class_reads_like_plain_mnist(name: str, plain) -> None:
 # --- optdigits: other writers, another scanner --------------------------------------------------
 
 
-def load_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The 32x32 bitmaps (True = ink) and labels of UCI optdigits' original text format."""
-    lines = path.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if len(line) == 32 and set(line) <= {"0", "1"})
-    bitmaps, labels = [], []
-    for at in range(start, len(lines) - 32, 33):
-        bitmaps.append([[c == "1" for c in lines[at + r]] for r in range(32)])
-        labels.append(int(lines[at + 32]))
-    return np.array(bitmaps), np.array(labels)
-
-
 @pytest.fixture(scope="module")
 def optdigits() -> tuple[np.ndarray, np.ndarray]:
-    path = os.environ.get("OPTDIGITS_FILE")
+    path = os.environ.get(OPTDIGITS_ENV)
     if not path:
         pytest.skip("set OPTDIGITS_FILE to UCI optdigits' optdigits-orig.tra to run this test")
     return load_optdigits(Path(path))
@@ -176,7 +166,7 @@ def optdigits() -> tuple[np.ndarray, np.ndarray]:
 
 def test_optdigits_are_read_and_none_is_blank(optdigits, committed_model: Path) -> None:
     bitmaps, labels = optdigits
-    images = np.where(bitmaps, 0, 255).astype(np.uint8)  # black ink on white, as a scan
+    images = as_scans(bitmaps)
     read_back = [read(image) for image in images]
     blank = [i for i, out in enumerate(read_back) if out is None]
     assert blank == [], f"optdigits refused as blank: {blank[:10]}"
