@@ -10,7 +10,6 @@ Writes labels.json beside the pictures (file name -> the digit drawn).
 """
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -19,17 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from classify_batch.export.mnist_data import load_test_set
+
 ORIENTATION = 0x0112
 ROTATE_90_CW = 6  # EXIF: the stored pixels must be turned 90 degrees clockwise to be upright
-
-
-def mnist_test() -> tuple[np.ndarray, np.ndarray]:
-    folder = Path(os.environ["MNIST_DATA_DIR"])
-    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images, labels
 
 
 def paper(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -68,7 +60,7 @@ def photo(
 
 
 def make_photos(folder: Path, count: int, seed: int = 0) -> dict[str, int]:
-    images, labels = mnist_test()
+    images, labels, _ = load_test_set()  # MNIST_DATA_DIR, else the cache
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     truth: dict[str, int] = {}

@@ -15,7 +15,6 @@ runtime. Writes benchmarks/quantize.json.
 """
 
 import argparse
-import gzip
 import json
 import os
 import statistics
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from classify_batch.export.mnist_data import load_test_set
 from classify_batch.jobs import model as model_loader
 
 HERE = Path(__file__).resolve().parent
@@ -36,15 +36,6 @@ FLOAT_MODEL = HERE.parent / "artifacts" / "model.onnx"
 CLASSIFY = Path(sys.executable).parent / "classify-batch"
 AGREEMENT_BAR = 0.999
 BATCH = 1024
-
-
-def test_set() -> tuple[np.ndarray, np.ndarray]:
-    folder = Path(os.environ["MNIST_DATA_DIR"])
-    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images, labels
 
 
 def classify(classifier: model_loader.Classifier, images: np.ndarray) -> np.ndarray:
@@ -114,7 +105,7 @@ def main() -> int:
     if "MNIST_DATA_DIR" not in os.environ:
         parser.error("set MNIST_DATA_DIR to the folder with the MNIST .gz files")
 
-    images, labels = test_set()
+    images, labels, _ = load_test_set()  # MNIST_DATA_DIR, else the cache
     fp32 = model_loader.load(FLOAT_MODEL)
     digits32 = classify(fp32, images)
     results: dict[str, dict] = {}

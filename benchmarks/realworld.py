@@ -14,7 +14,6 @@ reads the same files, when it is installed:
 
 import argparse
 import csv
-import gzip
 import json
 import os
 import shutil
@@ -31,18 +30,10 @@ from PIL import Image, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stress import STRESS_SETS  # noqa: E402
 
+from classify_batch.export.mnist_data import load_test_set  # noqa: E402
 from classify_batch.export.optdigits import OPTDIGITS_ENV, load_optdigits  # noqa: E402
 
 Variant = Callable[[np.ndarray, np.random.Generator], tuple[Image.Image, str]]
-
-
-def load_test_set(count: int) -> tuple[np.ndarray, np.ndarray]:
-    folder = Path(os.environ["MNIST_DATA_DIR"])
-    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images[:count], labels[:count]
 
 
 def _big(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -250,7 +241,9 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("tesseract") is None:
         print("tesseract is not installed (apt-get install tesseract-ocr): its column is n/a\n")
-    images, labels = load_test_set(max(args.count, args.stress_count))
+    images, labels, _ = load_test_set()  # MNIST_DATA_DIR, else the cache
+    count = max(args.count, args.stress_count)
+    images, labels = images[:count], labels[:count]
     report: dict = {"count": args.count, "stress_count": args.stress_count}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_variants:

@@ -100,3 +100,40 @@ def run_program(
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
+
+
+def run_in_process(prog: str, *args: str | Path, cwd: Path | None = None) -> tuple[int, str, str]:
+    """`classify-batch` or `digits` in this process, through run_app, the function the installed
+    commands call (so usage errors are tested as users see them): (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from classify_batch.cli import build_classify_batch, build_digits, run_app
+
+    app = build_classify_batch() if prog == "classify-batch" else build_digits()
+    with CliRunner().isolation() as (out, err, _):
+        here = os.getcwd()
+        if cwd is not None:
+            os.chdir(cwd)
+        try:
+            code = run_app(app, prog, [str(a) for a in args])
+        finally:
+            os.chdir(here)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+def one_line(stderr: str) -> str:
+    """The one line a failure must be: no traceback, nothing else."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def copy_samples(folder: Path, count: int) -> Path:
+    """The first `count` sample PNGs, copied into `folder` (created)."""
+    folder.mkdir()
+    for path in sorted(SAMPLES.glob("*.png"))[:count]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_samples, one_line, run_in_process
 from PIL import Image
-from typer.testing import CliRunner
 
-from classify_batch.cli import build_classify_batch, build_digits, run_app
 from classify_batch.contract import package_version
 from classify_batch.jobs.progress import Progress
 
@@ -25,34 +24,12 @@ BIN = Path(sys.executable).parent
 
 
 def cli(prog: str, *args: str | Path, cwd: Path | None = None) -> tuple[int, str, str]:
-    app = build_classify_batch() if prog == "classify-batch" else build_digits()
-    with CliRunner().isolation() as (out, err, _):
-        here = os.getcwd()
-        if cwd is not None:
-            os.chdir(cwd)
-        try:
-            code = run_app(app, prog, [str(a) for a in args])
-        finally:
-            os.chdir(here)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        return code, out.getvalue().decode(), err.getvalue().decode()
-
-
-def one_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    return lines[0]
+    return run_in_process(prog, *args, cwd=cwd)
 
 
 @pytest.fixture
 def pngs(tmp_path: Path) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for path in sorted(SAMPLES.glob("*.png"))[:4]:
-        shutil.copy(path, folder / path.name)
-    return folder
+    return copy_samples(tmp_path / "in", 4)
 
 
 # --- conventions ----------------------------------------------------------------------------

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_samples, one_line, run_in_process
 from PIL import Image
-from typer.testing import CliRunner
-
-from classify_batch.cli import build_classify_batch, run_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -27,35 +25,12 @@ PREVIOUS = "source,index,digit,confidence\nold.png,,7,0.990000\n"
 
 
 def cli(*args: str | Path, cwd: Path | None = None) -> tuple[int, str, str]:
-    """classify-batch in this process, through the same run_app the installed command uses."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        here = os.getcwd()
-        if cwd is not None:
-            os.chdir(cwd)
-        try:
-            code = run_app(build_classify_batch(), "classify-batch", [str(a) for a in args])
-        finally:
-            os.chdir(here)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        return code, out.getvalue().decode(), err.getvalue().decode()
-
-
-def one_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    return lines[0]
+    return run_in_process("classify-batch", *args, cwd=cwd)
 
 
 @pytest.fixture
 def pngs(tmp_path: Path) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for path in sorted(SAMPLES.glob("*.png"))[:5]:
-        (folder / path.name).write_bytes(path.read_bytes())
-    return folder
+    return copy_samples(tmp_path / "in", 5)
 
 
 def big_npy(path: Path, copies: int) -> Path:
