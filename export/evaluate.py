@@ -2,6 +2,7 @@
 
 import json
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,14 @@ def run(classifier: model_loader.Classifier, images: np.ndarray, labels: np.ndar
 
 def evaluate_command(model_path: Path | None, report: Path | None) -> int:
     path = model_path or model_loader.default_model_path()
+    if report is not None:
+        # Before the model and the test set: a report that cannot be written is known at once.
+        try:
+            report.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=report).close()
+        except OSError as e:
+            print(f"digits evaluate: cannot write the report to {report}: {e}", file=sys.stderr)
+            return ExitCode.NOTHING_DONE
     try:
         classifier = model_loader.load(path)
         images, labels, _ = load_test_set()
