@@ -412,31 +412,95 @@ def table(rows: dict[tuple[str, str], Row]) -> str:
 
 
 def plot(rows: dict[tuple[str, str], Row], sizes: list[int], path: Path) -> None:
+    """Time and peak memory against input size, for each kind of input the benchmark has."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    series = [
+        (
+            ".npy, classify-batch",
+            "o-",
+            [(n, rows.get((f"npy-{n}", "classify-batch"))) for n in sizes],
+        ),
+        (
+            ".npy, plain onnxruntime",
+            "s--",
+            [(n, rows.get((f"npy-{n}", "plain onnxruntime"))) for n in sizes],
+        ),
+        (
+            "tree of PNG files, classify-batch",
+            "^-",
+            [
+                (r.images, r)
+                for (c, t), r in sorted(rows.items(), key=lambda i: i[1].images)
+                if c.startswith("files-") and t == "classify-batch"
+            ],
+        ),
+        (
+            "float32 .npy, classify-batch",
+            "D",
+            [
+                (r.images, r)
+                for (c, t), r in rows.items()
+                if c.startswith("float32-") and t == "classify-batch"
+            ],
+        ),
+        (
+            "PNGs, classify-batch",
+            "v",
+            [
+                (r.images, r)
+                for (c, t), r in rows.items()
+                if c.startswith("png-") and t == "classify-batch"
+            ],
+        ),
+        (
+            "photos, classify-batch",
+            "P",
+            [
+                (r.images, r)
+                for (c, t), r in rows.items()
+                if c.startswith("photos-") and t == "classify-batch"
+            ],
+        ),
+    ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6), dpi=100)
-    for tool, style in (("classify-batch", "o-"), ("plain onnxruntime", "s--")):
-        xs = [n for n in sizes if (f"npy-{n}", tool) in rows]
-        left.plot(xs, [rows[f"npy-{n}", tool].wall for n in xs], style, label=tool)
-        right.plot(xs, [rows[f"npy-{n}", tool].tree_mib for n in xs], style, label=tool)
-    left.set(title="Wall time, .npy input", xlabel="images", ylabel="seconds (median)")
+    for label, style, points in series:
+        points = [(n, row) for n, row in points if row is not None]
+        if points:
+            left.plot([n for n, _ in points], [r.wall for _, r in points], style, label=label)
+            right.plot([n for n, _ in points], [r.tree_mib for _, r in points], style, label=label)
+    left.set(title="Wall time", xlabel="images (files or array rows)", ylabel="seconds (median)")
     right.set(
-        title="Peak memory, .npy input", xlabel="images", ylabel="peak RSS, MiB (with children)"
+        title="Peak memory",
+        xlabel="images (files or array rows)",
+        ylabel="peak RSS, MiB (with children)",
     )
-    right.axhline(NPY_MAX_MIB, color="grey", linestyle=":", label=f"goal: {NPY_MAX_MIB} MiB")
+    right.axhline(FLOAT_MAX_MIB, color="grey", linestyle=":", label=f"goal for float32 and 1M files: {FLOAT_MAX_MIB} MiB",
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"classify-batch vs the plain onnxruntime script, {os.cpu_count()} cores")
+        ax.legend(fontsize="small")
+    fig.suptitle(f"classify-batch against input size, {os.cpu_count()} cores")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def replot(results: Path, path: Path) -> None:
+    """Draw the plot again from a results file, without running anything."""
+    report = json.loads(results.read_text())
+    rows: dict[tuple[str, str], Row] = {}
+    for r in report["results"]:
+        row = Row(r["case"], r["tool"], r["images"])
+        row.runs = [Run(w, r["main_mib"], r["tree_mib"], 0) for w in r["walls"]]
+        rows[r["case"], r["tool"]] = row
+    sizes = sorted(int(c.split("-")[1]) for c, _ in rows if c.startswith("npy-"))
+    plot(rows, sorted(set(sizes)), path)
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -456,7 +520,13 @@ def main() -> int:
     parser.add_argument(
         "--only", help="run only the cases whose names start so, e.g. photos,float32,files"
     )
+    parser.add_argument(
+        "--replot", action="store_true", help="only draw --plot again from --json's results"
+    )
     args = parser.parse_args()
+    if args.replot:
+        replot(args.json, args.plot)
+        return 0
     if "MNIST_DATA_DIR" not in os.environ:
         parser.error("set MNIST_DATA_DIR to the folder with the MNIST .gz files")
     sizes = (
