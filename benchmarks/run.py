@@ -478,7 +478,12 @@ def plot(rows: dict[tuple[str, str], Row], sizes: list[int], path: Path) -> None
         xlabel="images (files or array rows)",
         ylabel="peak RSS, MiB (with children)",
     )
-    right.axhline(FLOAT_MAX_MIB, color="grey", linestyle=":", label=f"goal for float32 and 1M files: {FLOAT_MAX_MIB} MiB",
+    right.axhline(
+        FLOAT_MAX_MIB,
+        color="grey",
+        linestyle=":",
+        label=f"goal for float32 and 1M files: {FLOAT_MAX_MIB} MiB",
+    )
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_yscale("log")
