@@ -66,6 +66,14 @@ def check_output(out: Path, inputs: Sequence[str | Path] = ()) -> None:
     for given in inputs:
         with contextlib.suppress(OSError):
             named.append((str(given), os.stat(given)))
+    folder = os.path.realpath(out.parent)
+    for given, seen in named:
+        inside = os.path.realpath(given)
+        if stat.S_ISDIR(seen.st_mode) and os.path.commonpath([folder, inside]) == inside:
+            # The next run over that folder would find this run's files among its inputs.
+            raise OutputMistake(
+                f"{out}: is inside the input folder {given}: write OUT somewhere else"
+            )
     for path in output_files(out):
         try:
             st = os.stat(path)

@@ -82,6 +82,16 @@ def test_out_may_not_be_an_input(tmp_path: Path, pngs: Path):
     assert previous.read_text() == PREVIOUS
 
 
+@pytest.mark.parametrize("where", ["in/out.csv", "in/deeper/out.csv"])
+def test_out_inside_an_input_folder_is_refused(tmp_path: Path, pngs: Path, where: str):
+    (tmp_path / "in" / "deeper").mkdir()
+    code, _, err = cli("in", where, cwd=tmp_path)
+    assert code == 2 and "inside the input folder in" in one_line(err)
+    assert sorted(p.name for p in pngs.iterdir()) == sorted(
+        [p.name for p in pngs.glob("*.png")] + ["deeper"]
+    )
+
+
 def test_a_previous_output_is_replaced(tmp_path: Path, pngs: Path):
     (tmp_path / "out.csv").write_text(PREVIOUS)
     code, _, err = cli(pngs, tmp_path / "out.csv", "-q")
