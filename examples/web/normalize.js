@@ -364,20 +364,27 @@ function mainStrokes(mask, inked, width, height) {
   return keep;
 }
 
-function tooSmall(strokes, width, height, side) {
+// The rows and columns that hold any nonzero pixel: [top, bottom, left, right], inclusive;
+// bottom is -1 when there is none.
+function inkExtent(pixels, width, height) {
   let top = height;
   let bottom = -1;
   let left = width;
   let right = -1;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      if (!strokes[y * width + x]) continue;
+      if (!pixels[y * width + x]) continue;
       top = Math.min(top, y);
       bottom = Math.max(bottom, y);
       left = Math.min(left, x);
       right = Math.max(right, x);
     }
   }
+  return [top, bottom, left, right];
+}
+
+function tooSmall(strokes, width, height, side) {
+  const [top, bottom, left, right] = inkExtent(strokes, width, height);
   const extent = Math.max(bottom - top, right - left) + 1;
   return extent * CELL_MIN_PART < side;
 }
@@ -592,19 +599,7 @@ function adjustWidth(work, width, height) {
 }
 
 function inkedPart(work, width, height) {
-  let top = height;
-  let bottom = -1;
-  let left = width;
-  let right = -1;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      if (!work[y * width + x]) continue;
-      top = Math.min(top, y);
-      bottom = Math.max(bottom, y);
-      left = Math.min(left, x);
-      right = Math.max(right, x);
-    }
-  }
+  const [top, bottom, left, right] = inkExtent(work, width, height);
   if (bottom < 0) return [work, width, height];
   const cropWidth = right - left + 1;
   const cropHeight = bottom - top + 1;
