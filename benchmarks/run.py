@@ -418,53 +418,22 @@ def plot(rows: dict[tuple[str, str], Row], sizes: list[int], path: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def ours(prefix: str) -> list[tuple[int, Row | None]]:
+        """classify-batch's rows of the cases named prefix-N, by input size."""
+        found = [r for (c, t), r in rows.items() if c.startswith(prefix) and t == "classify-batch"]
+        return [(r.images, r) for r in sorted(found, key=lambda r: r.images)]
+
     series = [
-        (
-            ".npy, classify-batch",
-            "o-",
-            [(n, rows.get((f"npy-{n}", "classify-batch"))) for n in sizes],
-        ),
+        (".npy, classify-batch", "o-", ours("npy-")),
         (
             ".npy, plain onnxruntime",
             "s--",
             [(n, rows.get((f"npy-{n}", "plain onnxruntime"))) for n in sizes],
         ),
-        (
-            "tree of PNG files, classify-batch",
-            "^-",
-            [
-                (r.images, r)
-                for (c, t), r in sorted(rows.items(), key=lambda i: i[1].images)
-                if c.startswith("files-") and t == "classify-batch"
-            ],
-        ),
-        (
-            "float32 .npy, classify-batch",
-            "D",
-            [
-                (r.images, r)
-                for (c, t), r in rows.items()
-                if c.startswith("float32-") and t == "classify-batch"
-            ],
-        ),
-        (
-            "PNGs, classify-batch",
-            "v",
-            [
-                (r.images, r)
-                for (c, t), r in rows.items()
-                if c.startswith("png-") and t == "classify-batch"
-            ],
-        ),
-        (
-            "photos, classify-batch",
-            "P",
-            [
-                (r.images, r)
-                for (c, t), r in rows.items()
-                if c.startswith("photos-") and t == "classify-batch"
-            ],
-        ),
+        ("tree of PNG files, classify-batch", "^-", ours("files-")),
+        ("float32 .npy, classify-batch", "D", ours("float32-")),
+        ("PNGs, classify-batch", "v", ours("png-")),
+        ("photos, classify-batch", "P", ours("photos-")),
     ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6), dpi=100)
     for label, style, points in series:
