@@ -53,6 +53,16 @@ VersionOption = Annotated[
 ]
 
 
+ModelOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar=MODEL_ENV,
+        show_envvar=True,
+        help="ONNX model to use [default: the committed one].",
+    ),
+]
+
+
 def _int8_note() -> str:
     """The int8 copy's agreement with fp32, as the model card records it."""
     try:
@@ -113,14 +123,7 @@ def classify(
         str,
         typer.Argument(metavar="OUT", help="The CSV to write (.csv), or - for stdout."),
     ],
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=MODEL_ENV,
-            show_envvar=True,
-            help="ONNX model to use [default: the committed one].",
-        ),
-    ] = None,
+    model: ModelOption = None,
     preprocess: Annotated[
         Preprocess,
         typer.Option(
@@ -215,12 +218,7 @@ def show(
     out: Annotated[Path, typer.Option(help="Picture to write: .png, .jpg or .webp.")] = Path(
         "show.png"
     ),
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=MODEL_ENV, show_envvar=True, help="ONNX model [default: the committed one]."
-        ),
-    ] = None,
+    model: ModelOption = None,
     preprocess: Annotated[
         Preprocess, typer.Option(help="As for classify-batch.")
     ] = Preprocess.AUTO,
