@@ -89,10 +89,6 @@ class Walk:
         must have seen the same (digits merge checks it). Complete once the walk is."""
         return self._digest.hexdigest()
 
-    def count(self) -> int:
-        """How many sources a walk finds, by walking (for a progress bar's total)."""
-        return sum(isinstance(item, Source) for item in _everything(self.inputs))
-
 
 def find_inputs(inputs: Sequence[str]) -> Found:
     """Every input at once, as lists: for callers that show a bounded number of them."""
