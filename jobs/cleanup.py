@@ -85,18 +85,22 @@ def _is_noise(mask: np.ndarray) -> bool:
     count = int(np.count_nonzero(mask))
     padded = np.pad(mask, 1).astype(np.int32)
     height, width = mask.shape
+    inside = np.pad(np.ones(mask.shape, dtype=np.int32), 1)
     neighbours = np.zeros(mask.shape, dtype=np.int32)
+    places = np.zeros(mask.shape, dtype=np.int32)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
                 neighbours += padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+                places += inside[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
     agree = int(neighbours[mask].sum())
+    # Only neighbours inside the image count: a bold stroke that fills most of a tight crop
+    # would otherwise lose its agreement along the edges and look like noise.
+    slots = int(places[mask].sum())
     size = mask.size
-    # Chance-corrected agreement, (agree / (8 count) - p) / (1 - p) with p = count / size, below
+    # Chance-corrected agreement, (agree / slots - p) / (1 - p) with p = count / size, below
     # MIN_COHERENCE_PERCENT / 100: compared in integers.
-    return 100 * (agree * size - 8 * count * count) < MIN_COHERENCE_PERCENT * 8 * count * (
-        size - count
-    )
+    return 100 * (agree * size - slots * count) < MIN_COHERENCE_PERCENT * slots * (size - count)
 
 
 def _inside_frame(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -147,9 +151,16 @@ def _main_strokes(mask: np.ndarray, inked: np.ndarray) -> np.ndarray:
     main = order[0]
     top, bottom = boxes[main][0].start, boxes[main][0].stop
     left, right = boxes[main][1].start, boxes[main][1].stop
+    height, width = mask.shape
+    # A digit clear of every edge sits in a cell: pieces of grid line the frame test missed (one
+    # side only, or broken by blur and shadow) are dropped. A tight crop's digit touches the
+    # edges, and there a long piece along the edge may be its own stroke (a 5's flag).
+    in_cell = top > 0 and left > 0 and bottom < height and right < width
     kept = [main]
     for i in order[1:]:
         box = boxes[i]
+        if in_cell and _frame_piece(box, (top, bottom, left, right), height, width):
+            continue
         gap = max(
             top - box[0].stop, box[0].start - bottom, left - box[1].stop, box[1].start - right, 0
         )
@@ -166,6 +177,27 @@ def _main_strokes(mask: np.ndarray, inked: np.ndarray) -> np.ndarray:
     lookup[[i + 1 for i in kept]] = True
     # One pixel of margin keeps the anti-aliased edge of the kept strokes.
     return dilate3(lookup[labels])
+
+
+def _frame_piece(
+    box: tuple[slice, slice], main: tuple[int, int, int, int], height: int, width: int
+) -> bool:
+    """A long thin piece lying along an edge, longer than the digit is wide (or tall) there."""
+    rows, cols = box
+    main_top, main_bottom, main_left, main_right = main
+    long_rows = cols.stop - cols.start
+    if 2 * long_rows >= width and long_rows >= main_right - main_left:
+        thick = rows.stop - rows.start <= max(1, height // FRAME_THICK_DIVISOR)
+        band = max(1, height // FRAME_DEPTH_DIVISOR)
+        if thick and (rows.stop <= band or rows.start >= height - band):
+            return True
+    long_cols = rows.stop - rows.start
+    if 2 * long_cols >= height and long_cols >= main_bottom - main_top:
+        thick = cols.stop - cols.start <= max(1, width // FRAME_THICK_DIVISOR)
+        band = max(1, width // FRAME_DEPTH_DIVISOR)
+        if thick and (cols.stop <= band or cols.start >= width - band):
+            return True
+    return False
 
 
 def _boxes(labels: np.ndarray, count: int) -> list[tuple[slice, slice]]:

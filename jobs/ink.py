@@ -67,6 +67,11 @@ def measure_levels(image: np.ndarray) -> Levels:
     decided = _border_decides(image, dark)
     if decided is None:
         decided = _border_decides(image, image <= (low + high) // 2)
+    if decided is not None and not decided[0] and _tight_binary_crop(hist, ~dark):
+        # A bold stroke stretched to fill its box leaves only the box's corners light, and the
+        # border votes for dark paper. Light paper touching all four edges of a two-level image
+        # is a form reader's tight crop of black ink on white, its convention.
+        decided = True, image[~dark]
     if decided is not None:
         paper_is_light, paper = decided
     else:
@@ -119,6 +124,12 @@ def _border_decides(image: np.ndarray, dark: np.ndarray) -> tuple[bool, np.ndarr
     # with the light and the noise there says how far the paper reaches.
     paper = np.concatenate([line for line, is_dark in paper_lines if is_dark != paper_is_light])
     return paper_is_light, paper
+
+
+def _tight_binary_crop(hist: np.ndarray, light: np.ndarray) -> bool:
+    if int(np.count_nonzero(hist)) != 2:
+        return False
+    return bool(light[0].any() and light[-1].any() and light[:, 0].any() and light[:, -1].any())
 
 
 def otsu(hist: np.ndarray) -> int:

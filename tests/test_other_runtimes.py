@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import varied
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from classify_batch.jobs.errors import InputError
 from classify_batch.jobs.model import load
@@ -178,8 +178,26 @@ def stress_drawings(per_kind: int) -> list[np.ndarray]:
     return out
 
 
+def rule_drawings() -> list[np.ndarray]:
+    """One drawing for each rule that only some shapes reach: a square tight crop (given
+    handwriting's shape), a bold bar that leaves only light corners (a tight binary crop), a
+    cell with a grid line on one side only, sharp and blurred (a frame piece), and a box almost
+    all ink (not noise)."""
+    zero = Image.new("L", (32, 32), 255)
+    ImageDraw.Draw(zero).ellipse((0, 0, 31, 31), outline=0, width=5)
+    bar = Image.new("L", (32, 32), 255)
+    ImageDraw.Draw(bar).polygon([(4, 0), (31, 0), (27, 31), (0, 31)], fill=0)
+    cell = Image.new("L", (64, 64), 200)
+    ImageDraw.Draw(cell).line((0, 60, 63, 60), fill=60, width=2)
+    ImageDraw.Draw(cell).line((30, 10, 34, 46), fill=30, width=4)
+    blurred = cell.rotate(90).filter(ImageFilter.GaussianBlur(1.0))
+    filled = np.zeros((32, 32), np.uint8)  # 95% ink, which the noise test must not refuse
+    filled[0, 13:] = filled[30, :12] = filled[31, :19] = 255
+    return [np.asarray(image) for image in (zero, bar, cell, blurred)] + [filled]
+
+
 def test_web_normalization_matches_job(tmp_path: Path) -> None:
-    images = drawings(150) + stress_drawings(25)
+    images = drawings(150) + stress_drawings(25) + rule_drawings()
     cases = [
         {"w": im.shape[1], "h": im.shape[0], "pixels": base64.b64encode(im.tobytes()).decode()}
         for im in images

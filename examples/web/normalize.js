@@ -37,6 +37,7 @@ const FILLED_THIRDS = 3;
 const BAR_SIXTH = 6;
 const BAR_QUARTER = 4;
 const BAR_EIGHTH = 8;
+const SQUARE_BOX_SQUEEZE = 0.8; // MNIST's median width/height for digits other than 1
 
 export class BlankError extends Error {}
 
@@ -177,6 +178,25 @@ function borderDecides(gray, dark, width, height) {
   return [paperIsLight, votes.filter((v) => v.isDark !== paperIsLight).flatMap((v) => v.pixels)];
 }
 
+function tightBinaryCrop(hist, dark, width, height) {
+  let levels = 0;
+  for (const count of hist) if (count) levels += 1;
+  if (levels !== 2) return false;
+  let top = false;
+  let bottom = false;
+  let left = false;
+  let right = false;
+  for (let x = 0; x < width; x++) {
+    top ||= !dark[x];
+    bottom ||= !dark[(height - 1) * width + x];
+  }
+  for (let y = 0; y < height; y++) {
+    left ||= !dark[y * width];
+    right ||= !dark[y * width + width - 1];
+  }
+  return top && bottom && left && right;
+}
+
 function measureLevels(gray, width, height) {
   let hist = histogram(gray);
   let low = 0;
@@ -192,6 +212,11 @@ function measureLevels(gray, width, height) {
   let decided = borderDecides(gray, dark, width, height);
   if (decided === null) {
     decided = borderDecides(gray, gray.map((v) => (v <= middle ? 1 : 0)), width, height);
+  }
+  if (decided !== null && !decided[0] && tightBinaryCrop(hist, dark, width, height)) {
+    // Light paper touching all four edges of a two-level image: a form reader's tight crop of
+    // black ink on white (see jobs/ink.py).
+    decided = [true, Array.from(gray).filter((_, i) => !dark[i])];
   }
   let paperIsLight;
   let paper;
@@ -245,6 +270,7 @@ function measureLevels(gray, width, height) {
 function isNoise(mask, width, height) {
   let count = 0;
   let agree = 0;
+  let slots = 0; // neighbours inside the image (see jobs/cleanup.py)
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       if (!mask[y * width + x]) continue;
@@ -254,13 +280,16 @@ function isNoise(mask, width, height) {
           if (!dy && !dx) continue;
           const ny = y + dy;
           const nx = x + dx;
-          if (ny >= 0 && ny < height && nx >= 0 && nx < width) agree += mask[ny * width + nx];
+          if (ny >= 0 && ny < height && nx >= 0 && nx < width) {
+            agree += mask[ny * width + nx];
+            slots += 1;
+          }
         }
       }
     }
   }
   const size = mask.length;
-  return 100 * (agree * size - 8 * count * count) < MIN_COHERENCE_PERCENT * 8 * count * (size - count);
+  return 100 * (agree * size - slots * count) < MIN_COHERENCE_PERCENT * slots * (size - count);
 }
 
 function frameDepth(counts, length, side) {
@@ -308,6 +337,23 @@ function restretch(inked) {
   return inked.map((v) => lut[v]);
 }
 
+// A long thin piece lying along an edge, longer than the digit is wide (or tall) there.
+function framePiece([top, bottom, left, right], [mTop, mBottom, mLeft, mRight], width, height) {
+  const longRows = right - left;
+  if (2 * longRows >= width && longRows >= mRight - mLeft) {
+    const thick = bottom - top <= Math.max(1, Math.floor(height / FRAME_THICK_DIVISOR));
+    const band = Math.max(1, Math.floor(height / FRAME_DEPTH_DIVISOR));
+    if (thick && (bottom <= band || top >= height - band)) return true;
+  }
+  const longCols = bottom - top;
+  if (2 * longCols >= height && longCols >= mBottom - mTop) {
+    const thick = right - left <= Math.max(1, Math.floor(width / FRAME_THICK_DIVISOR));
+    const band = Math.max(1, Math.floor(width / FRAME_DEPTH_DIVISOR));
+    if (thick && (right <= band || left >= width - band)) return true;
+  }
+  return false;
+}
+
 function mainStrokes(mask, inked, width, height) {
   const { labels, count } = label(mask, width, height);
   const masses = new Array(count).fill(0);
@@ -329,10 +375,15 @@ function mainStrokes(mask, inked, width, height) {
   );
   const main = order[0];
   let [top, bottom, left, right] = boxes[main];
+  // A digit clear of every edge sits in a cell: pieces of grid line are dropped (see
+  // jobs/cleanup.py).
+  const inCell = top > 0 && left > 0 && bottom < height && right < width;
+  const mainBox = [top, bottom, left, right];
   const kept = new Uint8Array(count + 1);
   kept[main + 1] = 1;
   for (const i of order.slice(1)) {
     const [bTop, bBottom, bLeft, bRight] = boxes[i];
+    if (inCell && framePiece(boxes[i], mainBox, width, height)) continue;
     const gap = Math.max(top - bBottom, bTop - bottom, left - bRight, bLeft - right, 0);
     const reach = Math.max(2, Math.floor(Math.max(bottom - top, right - left) / 4));
     if (
@@ -658,15 +709,14 @@ function stretch(mask, width, height, spansWidth, spansHeight) {
   if (hasUpright && hasLying) {
     const wide = lowerMedian(upright);
     const tall = lowerMedian(lying);
+    // Only a sideways stretch is read from the strokes (see jobs/strokes.py).
     if (spansWidth && 10 * wide >= STRETCH_TENTHS * tall) return [wide / tall, 1.0];
-    if (spansHeight && 10 * tall >= STRETCH_TENTHS * wide && height > width) {
-      return [1.0, Math.min(tall / wide, height / width)];
-    }
-    return [1.0, 1.0];
-  }
-  if (hasUpright && spansWidth) {
+  } else if (hasUpright && spansWidth) {
     const wide = lowerMedian(upright);
     if (BAR_QUARTER * wide >= height) return [(BAR_EIGHTH * wide) / height, 1.0];
+  }
+  if (spansWidth && spansHeight && 10 * Math.abs(height - width) <= Math.max(height, width)) {
+    return [1.0, SQUARE_BOX_SQUEEZE];
   }
   return [1.0, 1.0];
 }
