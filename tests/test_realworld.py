@@ -25,8 +25,6 @@ from stress import STRESS_SETS, blank_cell  # noqa: E402
 PER_CLASS = 500
 # A stress class may cost at most this many points against the same digits as plain MNIST arrays.
 MAX_LOSS_POINTS = 1.5
-# Classes that do not yet meet MAX_LOSS_POINTS with the committed model (see NOTES-normalize.md).
-KNOWN_SHORT: dict[str, str] = {}
 
 
 def read(image: np.ndarray) -> np.ndarray | None:
@@ -180,8 +178,6 @@ def test_stress_class_reads_like_plain_mnist(name: str, plain) -> None:
     assert blank == [], f"{name}: real digits refused as blank: {blank[:10]}"
     accuracy = float((classify(np.stack(read_back))[1] == labels).mean())  # type: ignore[arg-type]
     loss = 100 * (plain_accuracy - accuracy)
-    if name in KNOWN_SHORT and loss > MAX_LOSS_POINTS:
-        pytest.xfail(f"{KNOWN_SHORT[name]} (loses {loss:.1f} points)")
     assert loss <= MAX_LOSS_POINTS, f"{name}: {accuracy:.2%} vs plain MNIST {plain_accuracy:.2%}"
 
 
