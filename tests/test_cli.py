@@ -8,8 +8,8 @@ import pty
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
