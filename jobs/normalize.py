@@ -3,8 +3,8 @@
 MNIST was made by fitting each digit into a 20x20 box (keeping its aspect ratio, with
 anti-aliasing) and pasting it into a 28x28 field so that its centre of mass sits at the centre.
 The model only knows that distribution, so scans and photos are brought to it the same way:
-jobs/ink.py tells ink from paper, jobs/cleanup.py keeps only the digit's strokes, and
-jobs/strokes.py fits them to the box at MNIST's stroke width.
+jobs/light.py evens out a photo's light, jobs/ink.py tells ink from paper, jobs/cleanup.py keeps
+only the digit's strokes, and jobs/strokes.py fits them to the box at MNIST's stroke width.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from classify_batch.contract import IMAGE_SIDE, PREPROCESS_MODES
 from classify_batch.jobs.cleanup import keep_digit
 from classify_batch.jobs.errors import InputError
 from classify_batch.jobs.ink import BLANK, Levels, measure_levels
+from classify_batch.jobs.light import Lighting, measure_lighting
 from classify_batch.jobs.strokes import BOX_SIDE, fit_box
 
 MNIST_SIDE = IMAGE_SIDE
@@ -85,6 +86,9 @@ def _check_gray(gray: np.ndarray) -> np.ndarray:
 
 def _normalize(image: np.ndarray) -> np.ndarray:
     preview, factor = _reduce(image, WORK_SIDE)
+    lighting = measure_lighting(preview)
+    if lighting is not None:
+        preview = lighting.even(preview)
     levels = measure_levels(preview)
     inked = keep_digit(levels.lut()[preview])
     rows, cols = _ink_box(inked)
@@ -92,7 +96,7 @@ def _normalize(image: np.ndarray) -> np.ndarray:
     spans_height = bool(inked[0].any() and inked[-1].any())
     spans_width = bool(inked[:, 0].any() and inked[:, -1].any())
     if factor > 1 and max(rows.stop - rows.start, cols.stop - cols.start) < REFINE_BELOW:
-        inked, rows, cols = _refine(image, levels, rows, cols, factor)
+        inked, rows, cols = _refine(image, levels, lighting, rows, cols, factor)
     return _place(fit_box(inked[rows, cols], spans_width, spans_height))
 
 
@@ -135,14 +139,23 @@ def _trimmed_span(profile: np.ndarray, total: float) -> slice:
 
 
 def _refine(
-    image: np.ndarray, levels: Levels, rows: slice, cols: slice, factor: int
+    image: np.ndarray,
+    levels: Levels,
+    lighting: Lighting | None,
+    rows: slice,
+    cols: slice,
+    factor: int,
 ) -> tuple[np.ndarray, slice, slice]:
     # The digit is small in a big photo: crop it (with a reduced pixel of margin) from the full
     # image and reduce only as far as needed, instead of upscaling a few blurry preview pixels.
-    top, left = max(0, (rows.start - 1) * factor), max(0, (cols.start - 1) * factor)
-    bottom = min(image.shape[0], (rows.stop + 1) * factor)
-    right = min(image.shape[1], (cols.stop + 1) * factor)
+    near_rows = slice(max(0, rows.start - 1), rows.stop + 1)
+    near_cols = slice(max(0, cols.start - 1), cols.stop + 1)
+    top, left = near_rows.start * factor, near_cols.start * factor
+    bottom = min(image.shape[0], near_rows.stop * factor)
+    right = min(image.shape[1], near_cols.stop * factor)
     crop, _ = _reduce(image[top:bottom, left:right], 2 * REFINE_BELOW)
+    if lighting is not None:
+        crop = lighting.even(crop, near_rows, near_cols)
     inked = levels.lut()[crop]
     crop_rows, crop_cols = _ink_box(inked)
     return inked, crop_rows, crop_cols

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from classify_batch.export.optdigits import OPTDIGITS_ENV, as_scans, load_optdigits
 from classify_batch.jobs.errors import InputError
+from classify_batch.jobs.light import measure_lighting
 from classify_batch.jobs.model import load
 from classify_batch.jobs.normalize import to_mnist
 
@@ -156,6 +157,48 @@ def test_stretched_one_is_squeezed() -> None:
     height, width = ink_box(to_mnist(np.asarray(bar)))
 
     assert height == 20 and width <= 10  # a slanted MNIST 1, not a 20 px wide slab
+
+
+# --- photos: uneven light ---------------------------------------------------------------------------
+
+
+def sheet_photo(light_falloff: float, dark_paper: bool = False) -> np.ndarray:
+    """A "4" drawn in pen on a 600x800 sheet, the light falling off towards the corners the way
+    a phone's lens and a desk lamp do; falloff 0 is an evenly lit scan of the same sheet."""
+    pen = Image.new("L", (800, 600), 0)
+    ImageDraw.Draw(pen).line([(430, 180), (370, 330), (470, 330)], fill=255, width=14)
+    ImageDraw.Draw(pen).line([(450, 260), (450, 420)], fill=255, width=14)
+    ink = np.asarray(pen, np.float64) / 255
+    y, x = np.mgrid[-1 : 1 : 600j, -1 : 1 : 800j]
+    light = 1.0 + light_falloff * (0.4 * x - x * x - y * y)
+    paper, pen_level = (100.0, 240.0) if dark_paper else (225.0, 30.0)
+    grain = np.random.default_rng(1).normal(0, 3, light.shape)
+    pixels = (paper * (1 - ink) + pen_level * ink) * light + grain
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def test_photo_with_dark_corners_reads_like_an_even_scan() -> None:
+    even = to_mnist(sheet_photo(0.0)) >= 128
+
+    photo = to_mnist(sheet_photo(0.45)) >= 128  # corners from a quarter of the light to black
+
+    overlap = np.count_nonzero(even & photo) / np.count_nonzero(even | photo)
+    assert overlap >= 0.8  # the same strokes, not dark corners or the paper around the digit
+
+
+def test_chalk_on_an_unevenly_lit_board_is_read_too() -> None:
+    even = to_mnist(sheet_photo(0.0, dark_paper=True)) >= 128
+
+    photo = to_mnist(sheet_photo(0.45, dark_paper=True)) >= 128
+
+    assert np.count_nonzero(even & photo) / np.count_nonzero(even | photo) >= 0.8
+
+
+def test_even_paper_is_not_relit() -> None:
+    assert measure_lighting(sheet_photo(0.0)) is None
+    bold = Image.new("L", (300, 300), 60)  # a marker drawing that covers whole blocks
+    ImageDraw.Draw(bold).line([(40, 40), (260, 150), (60, 260)], fill=250, width=70)
+    assert measure_lighting(np.asarray(bold)) is None
 
 
 # --- the stress sets against plain MNIST ----------------------------------------------------------
