@@ -374,6 +374,24 @@ def goals(
     return results
 
 
+def compile_job() -> None:
+    """Compile the job's bytecode, as pip does when it installs the package (the container does).
+
+    A checkout may run with PYTHONDONTWRITEBYTECODE set (this workplace does): then every run
+    would compile the job's modules from source again, about 40 ms that no installed job pays,
+    while the plain scripts import only compiled site-packages.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("classify_batch")
+    assert spec is not None and spec.submodule_search_locations is not None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    # compileall does not follow the package's links to jobs/, export/ and artifacts/.
+    folders = [root, *(p.resolve() for p in root.iterdir() if p.is_symlink() and p.is_dir())]
+    command = [sys.executable, "-m", "compileall", "-q", *map(str, folders)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
 # --- reporting ---------------------------------------------------------------------------------
 
 
@@ -521,6 +539,7 @@ def main() -> int:
 
 def _bench(args: argparse.Namespace, work: Path, sizes: list[int], png_count: int) -> int:
     info = machine()
+    compile_job()
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {info['nproc']} cores, {info['cpu']}, "
         f"onnxruntime {info['onnxruntime']}, load average {info['load_average'][0]:.2f}"

@@ -9,6 +9,7 @@ extra when it is not importable, so the slim runtime never loads TensorFlow or t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -63,6 +64,7 @@ ModelOption = Annotated[
 ]
 
 
+@functools.cache  # the help text of three commands, built at every start
 def _int8_note() -> str:
     """The int8 copy's agreement with fp32, as the model card records it."""
     try:

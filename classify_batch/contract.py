@@ -10,6 +10,8 @@ from enum import IntEnum, StrEnum
 INPUT_NAME = "images"
 INPUT_DTYPE = "uint8"
 IMAGE_SIDE = 28
+# MNIST fits each digit into a 20x20 box inside the 28x28 field; so does jobs/normalize.py.
+DIGIT_BOX = 20
 INPUT_SHAPE: tuple[str | int, ...] = ("batch", IMAGE_SIDE, IMAGE_SIDE)
 PROBABILITIES = "probabilities"
 DIGIT = "digit"

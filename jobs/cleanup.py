@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from classify_batch.jobs.components import dilate3, label
-from classify_batch.jobs.errors import InputError
-from classify_batch.jobs.ink import BLANK, percentile
+from classify_batch.jobs.errors import BLANK, InputError
+from classify_batch.jobs.ink import percentile
 
 # A pixel at half the ink level or more is part of a stroke; above FAINT_LEVEL it is ink at all
 # (the bounding box's threshold, 15% of full ink).

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classify_batch.jobs.components import label
-from classify_batch.jobs.errors import InputError
-
-BLANK = "no ink found: the image is blank"
+from classify_batch.jobs.errors import BLANK, InputError
 
 # Ink must stand out from the background by this many grey levels, else the image is blank.
 MIN_CONTRAST = 20

@@ -9,7 +9,6 @@ wait; without a limit (or with room for every worker's biggest image) there is n
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,9 @@ def big_image_gate(workers: int, cgroup: Path = CGROUP) -> Any | None:
         return None
     # From the spawn context: such a semaphore can be inherited by forked workers and handed
     # to forkserver ones alike (workers.py uses either).
+    # Imported here: a run without workers (one image, arrays) never pays for multiprocessing.
+    import multiprocessing
+
     return multiprocessing.get_context("spawn").BoundedSemaphore(slots)
 
 

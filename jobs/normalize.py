@@ -10,16 +10,13 @@ only the digit's strokes, and jobs/strokes.py fits them to the box at MNIST's st
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from classify_batch.contract import IMAGE_SIDE, PREPROCESS_MODES
-from classify_batch.jobs.cleanup import keep_digit
-from classify_batch.jobs.errors import InputError
-from classify_batch.jobs.ink import BLANK, Levels, measure_levels
-from classify_batch.jobs.light import Lighting, measure_lighting
-from classify_batch.jobs.strokes import BOX_SIDE, fit_box
+from classify_batch.contract import DIGIT_BOX, IMAGE_SIDE, PREPROCESS_MODES
+from classify_batch.jobs.errors import BLANK, InputError
 
 MNIST_SIDE = IMAGE_SIDE
 # Centre of mass of MNIST digits in (row, col) pixel indices: measured mean is (13.99, 14.01).
@@ -29,7 +26,7 @@ CENTRE = 14.0
 # a decent part of the frame keeps far more resolution than the 20 px it ends up with.
 WORK_SIDE = 512
 # When the ink is smaller than this (in reduced pixels), re-crop it from the full-size image.
-REFINE_BELOW = 4 * BOX_SIDE
+REFINE_BELOW = 4 * DIGIT_BOX
 
 # Pixels below this fraction of full ink are anti-aliasing or dirt, not part of the bounding box.
 BBOX_FRACTION = 0.15
@@ -42,6 +39,10 @@ _MNIST_MAX_RING_MEAN = 32.0
 _MNIST_MIN_INK = 128
 
 _BLANK = BLANK
+
+if TYPE_CHECKING:
+    from classify_batch.jobs.ink import Levels
+    from classify_batch.jobs.light import Lighting
 
 
 def to_mnist(gray: np.ndarray, mode: str = "auto") -> np.ndarray:
@@ -85,6 +86,12 @@ def _check_gray(gray: np.ndarray) -> np.ndarray:
 
 
 def _normalize(image: np.ndarray) -> np.ndarray:
+    # The steps are imported on first use: a run over MNIST-like files or arrays never needs them.
+    from classify_batch.jobs.cleanup import keep_digit
+    from classify_batch.jobs.ink import measure_levels
+    from classify_batch.jobs.light import measure_lighting
+    from classify_batch.jobs.strokes import fit_box
+
     preview, factor = _reduce(image, WORK_SIDE)
     lighting = measure_lighting(preview)
     if lighting is not None:

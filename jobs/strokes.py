@@ -19,9 +19,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from classify_batch.contract import DIGIT_BOX
 from classify_batch.jobs.components import max_filter, min_filter
 
-BOX_SIDE = 20
+BOX_SIDE = DIGIT_BOX
 STROKE_SIDE = 4 * BOX_SIDE
 STROKE_LEVEL = 128
 # MNIST's stroke width at the working size, as 2 * area / perimeter of the pixels at half ink:
