@@ -31,7 +31,7 @@ MAX_BYTES = 1024 * 1024
 _HARMLESS = {b"pHYs": 9, b"gAMA": 4, b"sRGB": 1}
 
 # PNG colour type (at bit depth 8) -> Pillow's mode for it, and the mode we hand back: grayscale,
-# or grayscale with alpha for the caller to composite on white, as it does for any other image.
+# or grayscale with alpha for the caller to composite, as it does for any other image.
 _MODES = {0: ("L", "L"), 2: ("RGB", "L"), 4: ("LA", "LA"), 6: ("RGBA", "LA")}
 
 _LENGTH_TYPE = struct.Struct(">I4s")

@@ -75,7 +75,7 @@ def read_image(path: Path | str, *, draft_side: int | None = None) -> np.ndarray
     """Return the first frame of the image at `path` as a uint8 (H, W) grayscale array.
 
     EXIF orientation is applied and transparency is composited onto white, so dark ink on a
-    transparent background reads as dark ink on paper.
+    transparent background reads as dark ink on paper (light strokes go onto black instead).
 
     `draft_side` lets JPEGs decode at a reduced DCT scale (1/2, 1/4 or 1/8) as long as the long
     side stays >= draft_side; that is several times faster for phone photos. Big grey or RGB
@@ -100,7 +100,7 @@ def _fast_png(content: bytes) -> np.ndarray | None:
     pixels = fast_png.decode(content, MAX_SIDE, MAX_PIXELS)
     if pixels is None or pixels.ndim == 2:
         return pixels
-    return _composite_on_white(pixels.astype(np.uint16))
+    return _composite(pixels.astype(np.uint16))
 
 
 def _check_jpeg_scans(fh: IO[bytes]) -> None:
@@ -249,16 +249,22 @@ def _to_gray(im: Image.Image) -> np.ndarray:
     if im.mode == "L":
         return np.array(im, dtype=np.uint8)
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        return _composite_on_white(np.asarray(im.convert("LA"), dtype=np.uint16))
+        return _composite(np.asarray(im.convert("LA"), dtype=np.uint16))
     if im.mode not in ("1", "P", "RGB", "CMYK", "YCbCr"):
         im = im.convert("RGB")  # LAB, HSV, ... have no direct route to L
     return np.array(im.convert("L"), dtype=np.uint8)
 
 
-def _composite_on_white(la: np.ndarray) -> np.ndarray:
+def _composite(la: np.ndarray) -> np.ndarray:
     lum, alpha = la[..., 0], la[..., 1]
-    # lum*a + white*(1-a), rounded, in integers to stay fast on big images.
-    out = (lum * alpha + 255 * (255 - alpha) + 127) // 255
+    # What is drawn picks the backdrop: dark strokes on a transparent canvas (the usual export)
+    # go on white paper, light ones (a drawing app in dark mode, white chalk cut out) on black,
+    # where white paper would swallow them whole.
+    drawn = int(alpha.sum(dtype=np.int64))
+    light = 2 * int((lum * alpha).sum(dtype=np.int64)) > 255 * drawn
+    backdrop = 0 if drawn and light else 255
+    # lum*a + backdrop*(1-a), rounded, in integers to stay fast on big images.
+    out = (lum * alpha + backdrop * (255 - alpha) + 127) // 255
     return out.astype(np.uint8)
 
 

@@ -121,6 +121,18 @@ def test_transparent_background_becomes_white_paper(tmp_path: Path) -> None:
     assert gray[HEIGHT // 2, WIDTH // 2] == 0
 
 
+def test_white_strokes_on_a_transparent_canvas_stay_visible(tmp_path: Path) -> None:
+    path = tmp_path / "dark-mode.png"
+    rgba = np.zeros((HEIGHT, WIDTH, 4), dtype=np.uint8)
+    rgba[5:-5, 27:33] = 255  # a white, opaque stroke; the rest transparent
+    Image.fromarray(rgba, "RGBA").save(path)
+
+    gray = read_image(path)
+
+    assert gray[0, 0] == 0  # black backdrop: white paper would swallow the stroke
+    assert gray[HEIGHT // 2, WIDTH // 2] == 255
+
+
 def test_half_transparent_ink_is_blended(tmp_path: Path) -> None:
     path = tmp_path / "la.png"
     la = np.zeros((4, 4, 2), dtype=np.uint8)
