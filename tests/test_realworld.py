@@ -159,7 +159,7 @@ def test_stretched_one_is_squeezed() -> None:
     assert height == 20 and width <= 10  # a slanted MNIST 1, not a 20 px wide slab
 
 
-# --- photos: uneven light ---------------------------------------------------------------------------
+# --- photos: uneven light -----------------------------------------------------------------------
 
 
 def sheet_photo(light_falloff: float, dark_paper: bool = False) -> np.ndarray:
