@@ -169,7 +169,7 @@ def sheet_photo(light_falloff: float, dark_paper: bool = False) -> np.ndarray:
     ImageDraw.Draw(pen).line([(430, 180), (370, 330), (470, 330)], fill=255, width=14)
     ImageDraw.Draw(pen).line([(450, 260), (450, 420)], fill=255, width=14)
     ink = np.asarray(pen, np.float64) / 255
-    y, x = np.mgrid[-1 : 1 : 600j, -1 : 1 : 800j]
+    y, x = np.mgrid[-1:1:600j, -1:1:800j]
     light = 1.0 + light_falloff * (0.4 * x - x * x - y * y)
     paper, pen_level = (100.0, 240.0) if dark_paper else (225.0, 30.0)
     grain = np.random.default_rng(1).normal(0, 3, light.shape)
