@@ -184,20 +184,21 @@ def _frame_piece(
 ) -> bool:
     """A long thin piece lying along an edge, longer than the digit is wide (or tall) there."""
     rows, cols = box
-    main_top, main_bottom, main_left, main_right = main
-    long_rows = cols.stop - cols.start
-    if 2 * long_rows >= width and long_rows >= main_right - main_left:
-        thick = rows.stop - rows.start <= max(1, height // FRAME_THICK_DIVISOR)
-        band = max(1, height // FRAME_DEPTH_DIVISOR)
-        if thick and (rows.stop <= band or rows.start >= height - band):
-            return True
-    long_cols = rows.stop - rows.start
-    if 2 * long_cols >= height and long_cols >= main_bottom - main_top:
-        thick = cols.stop - cols.start <= max(1, width // FRAME_THICK_DIVISOR)
-        band = max(1, width // FRAME_DEPTH_DIVISOR)
-        if thick and (cols.stop <= band or cols.start >= width - band):
-            return True
-    return False
+    top, bottom, left, right = main
+    return _along_edge(cols, rows, right - left, width, height) or _along_edge(
+        rows, cols, bottom - top, height, width
+    )
+
+
+def _along_edge(along: slice, across: slice, digit: int, length: int, side: int) -> bool:
+    """Whether a piece spanning `along` (of `length`) and `across` (of `side`) runs along an
+    edge: at least half the length and the digit's own extent, thin, and in the edge's band."""
+    extent = along.stop - along.start
+    if 2 * extent < length or extent < digit:
+        return False
+    thin = across.stop - across.start <= max(1, side // FRAME_THICK_DIVISOR)
+    band = max(1, side // FRAME_DEPTH_DIVISOR)
+    return thin and (across.stop <= band or across.start >= side - band)
 
 
 def _boxes(labels: np.ndarray, count: int) -> list[tuple[slice, slice]]:

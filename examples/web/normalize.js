@@ -339,19 +339,18 @@ function restretch(inked) {
 
 // A long thin piece lying along an edge, longer than the digit is wide (or tall) there.
 function framePiece([top, bottom, left, right], [mTop, mBottom, mLeft, mRight], width, height) {
-  const longRows = right - left;
-  if (2 * longRows >= width && longRows >= mRight - mLeft) {
-    const thick = bottom - top <= Math.max(1, Math.floor(height / FRAME_THICK_DIVISOR));
-    const band = Math.max(1, Math.floor(height / FRAME_DEPTH_DIVISOR));
-    if (thick && (bottom <= band || top >= height - band)) return true;
-  }
-  const longCols = bottom - top;
-  if (2 * longCols >= height && longCols >= mBottom - mTop) {
-    const thick = right - left <= Math.max(1, Math.floor(width / FRAME_THICK_DIVISOR));
-    const band = Math.max(1, Math.floor(width / FRAME_DEPTH_DIVISOR));
-    if (thick && (right <= band || left >= width - band)) return true;
-  }
-  return false;
+  return (
+    alongEdge(left, right, top, bottom, mRight - mLeft, width, height) ||
+    alongEdge(top, bottom, left, right, mBottom - mTop, height, width)
+  );
+}
+
+function alongEdge(start, stop, acrossStart, acrossStop, digit, length, side) {
+  const extent = stop - start;
+  if (2 * extent < length || extent < digit) return false;
+  const thin = acrossStop - acrossStart <= Math.max(1, Math.floor(side / FRAME_THICK_DIVISOR));
+  const band = Math.max(1, Math.floor(side / FRAME_DEPTH_DIVISOR));
+  return thin && (acrossStop <= band || acrossStart >= side - band);
 }
 
 function mainStrokes(mask, inked, width, height) {
