@@ -159,6 +159,39 @@ def test_stretched_one_is_squeezed() -> None:
     assert height == 20 and width <= 10  # a slanted MNIST 1, not a 20 px wide slab
 
 
+# A digit drawn with a 2 px pen on a 1000 px canvas (a tablet, a drawing app's export), per digit.
+THIN_DRAWINGS = {
+    2: [[(300, 300), (450, 170), (650, 280), (600, 480), (300, 850), (720, 850)]],
+    4: [[(600, 850), (600, 150), (250, 600), (750, 600)]],
+    7: [[(300, 200), (700, 200), (450, 850)]],
+    9: [[(650, 300), (500, 180), (330, 300), (400, 450), (650, 330)], [(650, 300), (620, 850)]],
+}
+
+
+@pytest.mark.parametrize("digit", list(THIN_DRAWINGS))
+def test_thin_strokes_on_a_big_canvas_stay_whole(digit: int, committed_model: Path) -> None:
+    canvas = Image.new("L", (1000, 1000), 255)
+    for line in THIN_DRAWINGS[digit]:
+        ImageDraw.Draw(canvas).line(line, fill=0, width=2)
+
+    out = to_mnist(np.asarray(canvas))
+
+    assert ink_box(out)[0] == 20  # every stroke kept, not the piece that was heaviest
+    assert load(committed_model)(out[None])[1][0] == digit
+
+
+def test_digit_on_ruled_paper_is_read_without_the_lines() -> None:
+    page = Image.new("L", (600, 450), 235)
+    draw = ImageDraw.Draw(page)
+    for y in range(20, 450, 40):
+        draw.line((0, y, 599, y), fill=160, width=2)  # a notebook's ruled lines, mid-grey
+    draw.line([(240, 120), (360, 120), (270, 330)], fill=40, width=14)  # a "7" across them
+
+    height, width = ink_box(to_mnist(np.asarray(page)))
+
+    assert height == 20 and width <= 16  # the digit, not a page-wide line joined to it
+
+
 # --- photos: uneven light -----------------------------------------------------------------------
 
 

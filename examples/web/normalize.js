@@ -22,6 +22,7 @@ const MINORITY_PERCENT = 45;
 // jobs/cleanup.py
 const STROKE_LEVEL = 128;
 const FAINT_LEVEL = 38;
+const LINK_LEVEL = 112;
 const FRAME_DEPTH_DIVISOR = 5;
 const FRAME_FULL_TWENTIETHS = 19;
 const FRAME_THICK_DIVISOR = 10;
@@ -353,8 +354,8 @@ function alongEdge(start, stop, acrossStart, acrossStop, digit, length, side) {
   return thin && (acrossStop <= band || acrossStart >= side - band);
 }
 
-function mainStrokes(mask, inked, width, height) {
-  const { labels, count } = label(mask, width, height);
+function mainStrokes(linked, inked, width, height) {
+  const { labels, count } = label(linked, width, height);
   const masses = new Array(count).fill(0);
   const boxes = Array.from({ length: count }, () => [height, 0, width, 0]);
   for (let y = 0; y < height; y++) {
@@ -454,7 +455,9 @@ function keepDigit(inked, width, height) {
   }
   mask = mask.map((m, i) => m & inside[i]);
   if (mask.every((m) => !m)) throw new BlankError('no ink');
-  const keep = mainStrokes(mask, inked, width, height);
+  // Pieces are told apart a little below half ink (see jobs/cleanup.py).
+  const linked = inked.map((v, i) => (v >= LINK_LEVEL && inside[i] ? 1 : 0));
+  const keep = mainStrokes(linked, inked, width, height);
   if (framed) {
     const strokes = keep.map((k, i) => k & mask[i]);
     if (tooSmall(strokes, width, height, Math.min(bottom - top, right - left))) {
