@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 Maker = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -141,6 +141,25 @@ def hairline(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.where(canvas, 0, 255).astype(np.uint8)
 
 
+def tablet(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 2 px pen on a 1000 px canvas (a tablet, a drawing app's export): the digit's centre line
+    drawn as connected segments, dark on white, filling half to four fifths of the canvas."""
+    side = 1000
+    centre = _skeleton(_fit(digit, 64) >= 128)
+    scale = side * rng.uniform(0.5, 0.8) / 64
+    offset_x, offset_y = rng.uniform(0.05, 0.2, 2) * side
+    canvas = Image.new("L", (side, side), 255)
+    draw = ImageDraw.Draw(canvas)
+    height, width = centre.shape
+    for y, x in zip(*np.nonzero(centre), strict=True):
+        for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+            if 0 <= y + dy < height and 0 <= x + dx < width and centre[y + dy, x + dx]:
+                start = (offset_x + x * scale, offset_y + y * scale)
+                end = (offset_x + (x + dx) * scale, offset_y + (y + dy) * scale)
+                draw.line([start, end], fill=0, width=2)
+    return np.asarray(canvas)
+
+
 def marker(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A felt marker on a 64x64 canvas: strokes about a fifth of the digit's height."""
     side = 64
@@ -158,6 +177,7 @@ STRESS_SETS: dict[str, Maker] = {
     "grid cell, tinted, specks": grid_cell,
     "photographed grid cell": photo_cell,
     "hairline on 64x64": hairline,
+    "2 px pen on a 1000 px canvas": tablet,
     "marker on 64x64": marker,
 }
 
