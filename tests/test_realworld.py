@@ -238,6 +238,19 @@ def test_photo_with_dark_corners_reads_like_an_even_scan() -> None:
     assert overlap >= 0.8  # the same strokes, not dark corners or the paper around the digit
 
 
+def test_small_digit_in_a_big_unevenly_lit_photo_is_found(committed_model: Path) -> None:
+    pen = Image.new("L", (4000, 3000), 0)  # a 12 MP photo; the "7" is 3% of its width
+    ImageDraw.Draw(pen).line([(600, 500), (720, 500), (630, 680)], fill=255, width=14)
+    ink = np.asarray(pen, np.float32) / 255
+    y, x = np.mgrid[-1:1:3000j, -1:1:4000j].astype(np.float32)
+    light = 1 + 0.3 * (0.4 * x - x * x - y * y)
+    photo = np.clip((225 * (1 - ink) + 30 * ink) * light, 0, 255).astype(np.uint8)
+
+    out = to_mnist(photo)  # the digit is re-cut from the full image, its light evened too
+
+    assert ink_box(out)[0] == 20 and load(committed_model)(out[None])[1][0] == 7
+
+
 def test_chalk_on_an_unevenly_lit_board_is_read_too() -> None:
     even = to_mnist(sheet_photo(0.0, dark_paper=True)) >= 128
 
