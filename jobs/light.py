@@ -55,8 +55,7 @@ class Lighting:
         if rows is not None and cols is not None:
             paper = paper[rows, cols]
         if paper.shape != image.shape:
-            size = (image.shape[1], image.shape[0])
-            paper = np.asarray(Image.fromarray(paper).resize(size, Image.Resampling.BILINEAR))
+            paper = _enlarge(paper, image.shape)
         work, level = image.astype(np.int32), paper.astype(np.int32)
         if not self.paper_is_light:
             work, level = 255 - work, 255 - level
@@ -87,9 +86,15 @@ def measure_lighting(image: np.ndarray) -> Lighting | None:
     if _even(light_paper) or _even(255 - dark_paper):
         return None
     paper_is_light = _ink_is_dark(image, cells, rows, cols)
-    grid = light_paper if paper_is_light else dark_paper
-    paper = np.asarray(Image.fromarray(grid).resize((width, height), Image.Resampling.BILINEAR))
-    return Lighting(paper, paper_is_light)
+    return Lighting(
+        _enlarge(light_paper if paper_is_light else dark_paper, image.shape), paper_is_light
+    )
+
+
+def _enlarge(levels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A map of levels (per block, or of a part of the image) at `shape`, bilinearly."""
+    size = (shape[1], shape[0])
+    return np.asarray(Image.fromarray(levels).resize(size, Image.Resampling.BILINEAR))
 
 
 def _closing(levels: np.ndarray) -> np.ndarray:
@@ -116,9 +121,7 @@ def _ink_is_dark(image: np.ndarray, cells: np.ndarray, rows: int, cols: int) -> 
     near = [
         padded[dy : dy + rows, dx : dx + cols] for dy in range(2 * r + 1) for dx in range(2 * r + 1)
     ]
-    grid = _lower_median(np.stack(near, axis=2))
-    height, width = image.shape
-    paper = np.asarray(Image.fromarray(grid).resize((width, height), Image.Resampling.BILINEAR))
+    paper = _enlarge(_lower_median(np.stack(near, axis=2)), image.shape)
     offset = image.astype(np.int16) - paper.astype(np.int16)
     return bool(np.count_nonzero(offset < -STANDS_OUT) >= np.count_nonzero(offset > STANDS_OUT))
 

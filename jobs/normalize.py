@@ -38,8 +38,6 @@ _MNIST_RING = 2
 _MNIST_MAX_RING_MEAN = 32.0
 _MNIST_MIN_INK = 128
 
-_BLANK = BLANK
-
 if TYPE_CHECKING:
     from classify_batch.jobs.ink import Levels
     from classify_batch.jobs.light import Lighting
@@ -133,7 +131,7 @@ def _ink_box(inked: np.ndarray) -> tuple[slice, slice]:
     weights = np.where(inked > round(BBOX_FRACTION * 255), inked, 0).astype(np.float64)
     total = float(weights.sum())
     if total == 0.0:
-        raise InputError(_BLANK)
+        raise InputError(BLANK)
     return _trimmed_span(weights.sum(axis=1), total), _trimmed_span(weights.sum(axis=0), total)
 
 
@@ -173,7 +171,7 @@ def _place(patch: np.ndarray) -> np.ndarray:
     weights = patch.astype(np.float64)
     mass = float(weights.sum())
     if mass == 0.0:
-        raise InputError(_BLANK)
+        raise InputError(BLANK)
     centre_row = float(weights.sum(axis=1) @ np.arange(height)) / mass
     centre_col = float(weights.sum(axis=0) @ np.arange(width)) / mass
     top = _offset(CENTRE - centre_row, MNIST_SIDE - height)

@@ -46,9 +46,10 @@ BAR_QUARTER, BAR_EIGHTH = 4, 8
 
 def fit_box(crop: np.ndarray, spans_width: bool, spans_height: bool) -> np.ndarray:
     """The cropped ink (255 on 0) as a patch whose longer side is BOX_SIDE."""
-    squeeze_x, squeeze_y = _stretch(crop >= STROKE_LEVEL, spans_width, spans_height)
+    mask = crop >= STROKE_LEVEL
+    squeeze_x, squeeze_y = _stretch(mask, spans_width, spans_height)
     if (squeeze_x, squeeze_y) == (1.0, 1.0):
-        crop = _thicken_before_shrinking(crop)
+        crop = _thicken_before_shrinking(crop, mask)
     height, width = crop.shape
     eff_width, eff_height = width / squeeze_x, height / squeeze_y
     scale = STROKE_SIDE / max(eff_width, eff_height)
@@ -66,12 +67,11 @@ def fit_box(crop: np.ndarray, spans_width: bool, spans_height: bool) -> np.ndarr
     return _full_strength(_resize(work, size))
 
 
-def _thicken_before_shrinking(crop: np.ndarray) -> np.ndarray:
+def _thicken_before_shrinking(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """A thin line shrunk several times over becomes a faint, dotted trace that the width
     correction cannot join again (a 2 px pen on a 1000 px tablet canvas): thickened first, at
     the crop's own resolution, to two working pixels, it survives the shrink whole."""
     side = max(crop.shape)
-    mask = crop >= STROKE_LEVEL
     if side <= 2 * STROKE_SIDE or not mask.any():
         return crop
     num, den = stroke_width_halves(mask)

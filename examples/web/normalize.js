@@ -725,9 +725,8 @@ function stretch(mask, width, height, spansWidth, spansHeight) {
 
 // A thin line shrunk several times over becomes a dotted trace: thickened first, at the crop's
 // own resolution, to two working pixels (see jobs/strokes.py).
-function thickenBeforeShrinking(crop, width, height) {
+function thickenBeforeShrinking(crop, mask, width, height) {
   const side = Math.max(width, height);
-  const mask = crop.map((v) => (v >= STROKE_LEVEL ? 1 : 0));
   if (side <= 2 * STROKE_SIDE || mask.every((m) => !m)) return crop;
   const [num, den] = strokeWidthHalves(mask, width, height);
   if (num * STROKE_SIDE >= 2 * den * side) return crop;
@@ -738,7 +737,7 @@ function thickenBeforeShrinking(crop, width, height) {
 function fitBox(crop, width, height, spansWidth, spansHeight) {
   const mask = crop.map((v) => (v >= STROKE_LEVEL ? 1 : 0));
   const [squeezeX, squeezeY] = stretch(mask, width, height, spansWidth, spansHeight);
-  if (squeezeX === 1.0 && squeezeY === 1.0) crop = thickenBeforeShrinking(crop, width, height);
+  if (squeezeX === 1.0 && squeezeY === 1.0) crop = thickenBeforeShrinking(crop, mask, width, height);
   const effWidth = width / squeezeX;
   const effHeight = height / squeezeY;
   let scale = STROKE_SIDE / Math.max(effWidth, effHeight);
