@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -137,3 +137,37 @@ def copy_samples(folder: Path, count: int) -> Path:
     for path in sorted(SAMPLES.glob("*.png"))[:count]:
         (folder / path.name).write_bytes(path.read_bytes())
     return folder
+
+
+# --- drawings that reach one normalization rule each (tests/test_realworld.py checks what the job
+# makes of them, tests/test_other_runtimes.py that the browser page makes the same) ---------------
+
+
+def tight_zero(side: int = 32) -> np.ndarray:
+    """A binarized "0" cropped to its ink: black strokes touching all four edges."""
+    image = Image.new("L", (side, side), 255)
+    ImageDraw.Draw(image).ellipse((0, 0, side - 1, side - 1), outline=0, width=max(2, side // 6))
+    return np.asarray(image)
+
+
+def corner_lit_bar() -> np.ndarray:
+    """A bold "1" stretched to its binarized box: only two light corners are left."""
+    bar = Image.new("L", (32, 32), 255)
+    ImageDraw.Draw(bar).polygon([(4, 0), (31, 0), (27, 31), (0, 31)], fill=0)
+    return np.asarray(bar)
+
+
+def almost_filled_bar() -> np.ndarray:
+    """A bold "1" stretched to its box, 95% black ink: paper left only in two corners."""
+    bar = np.zeros((32, 32), np.uint8)
+    bar[0, 13:] = bar[30, :12] = bar[31, :19] = 255
+    return bar
+
+
+def one_sided_grid_cell() -> Image.Image:
+    """A "1" in a cell whose crop holds the grid's bottom edge only."""
+    cell = Image.new("L", (64, 64), 200)
+    draw = ImageDraw.Draw(cell)
+    draw.line((0, 60, 63, 60), fill=60, width=2)
+    draw.line((32, 10, 32, 46), fill=30, width=4)
+    return cell

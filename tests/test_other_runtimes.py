@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import varied
+from conftest import almost_filled_bar, corner_lit_bar, one_sided_grid_cell, tight_zero, varied
 from PIL import Image, ImageDraw, ImageFilter
 
 from classify_batch.jobs.errors import InputError
@@ -188,17 +188,10 @@ def rule_drawings() -> list[np.ndarray]:
     handwriting's shape), a bold bar that leaves only light corners (a tight binary crop), a
     cell with a grid line on one side only, sharp and blurred (a frame piece), and a box almost
     all ink (not noise)."""
-    zero = Image.new("L", (32, 32), 255)
-    ImageDraw.Draw(zero).ellipse((0, 0, 31, 31), outline=0, width=5)
-    bar = Image.new("L", (32, 32), 255)
-    ImageDraw.Draw(bar).polygon([(4, 0), (31, 0), (27, 31), (0, 31)], fill=0)
-    cell = Image.new("L", (64, 64), 200)
-    ImageDraw.Draw(cell).line((0, 60, 63, 60), fill=60, width=2)
-    ImageDraw.Draw(cell).line((30, 10, 34, 46), fill=30, width=4)
+    cell = one_sided_grid_cell()
     blurred = cell.rotate(90).filter(ImageFilter.GaussianBlur(1.0))
-    filled = np.zeros((32, 32), np.uint8)  # 95% ink, which the noise test must not refuse
-    filled[0, 13:] = filled[30, :12] = filled[31, :19] = 255
-    return [np.asarray(image) for image in (zero, bar, cell, blurred)] + [filled]
+    sharp, soft = np.asarray(cell), np.asarray(blurred)
+    return [tight_zero(), corner_lit_bar(), sharp, soft, almost_filled_bar()]
 
 
 def test_web_normalization_matches_job(tmp_path: Path) -> None:

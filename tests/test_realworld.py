@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import almost_filled_bar, corner_lit_bar, one_sided_grid_cell, tight_zero
 from PIL import Image, ImageDraw
 
 from classify_batch.export.optdigits import OPTDIGITS_ENV, as_scans, load_optdigits
@@ -73,13 +74,6 @@ def test_pure_noise_is_blank(shape: tuple[int, int]) -> None:
 # --- shapes that broke the border-only rule (no data needed) --------------------------------------
 
 
-def tight_zero(side: int = 32) -> np.ndarray:
-    """A binarized "0" cropped to its ink: black strokes touching all four edges."""
-    image = Image.new("L", (side, side), 255)
-    ImageDraw.Draw(image).ellipse((0, 0, side - 1, side - 1), outline=0, width=max(2, side // 6))
-    return np.asarray(image)
-
-
 @pytest.mark.parametrize("side", [16, 32, 48])
 def test_tight_binarized_crop_is_read_not_blank(side: int) -> None:
     out = to_mnist(tight_zero(side))
@@ -96,30 +90,19 @@ def test_square_tight_crop_is_given_handwriting_shape() -> None:
 
 
 def test_bold_one_filling_its_box_is_read_as_ink() -> None:
-    bar = Image.new("L", (32, 32), 255)
-    ImageDraw.Draw(bar).polygon([(4, 0), (31, 0), (27, 31), (0, 31)], fill=0)  # light corners only
-
-    height, width = ink_box(to_mnist(np.asarray(bar)))
+    height, width = ink_box(to_mnist(corner_lit_bar()))
 
     assert height == 20 and width <= 10  # the bar, not the two light corners
 
 
 def test_bar_filling_almost_all_its_box_is_not_noise() -> None:
-    bar = np.zeros((32, 32), np.uint8)  # a bold 1 stretched to its box: 95% black ink
-    bar[0, 13:] = bar[30, :12] = bar[31, :19] = 255  # paper left only in two corners
-
-    height, width = ink_box(to_mnist(bar))
+    height, width = ink_box(to_mnist(almost_filled_bar()))
 
     assert height == 20 and width <= 4  # a stretched 1, not "blank"
 
 
 def test_grid_line_on_one_side_is_removed() -> None:
-    cell = Image.new("L", (64, 64), 200)
-    draw = ImageDraw.Draw(cell)
-    draw.line((0, 60, 63, 60), fill=60, width=2)  # only the bottom edge of the grid is in the crop
-    draw.line((32, 10, 32, 46), fill=30, width=4)  # a "1"
-
-    height, width = ink_box(to_mnist(np.asarray(cell)))
+    height, width = ink_box(to_mnist(np.asarray(one_sided_grid_cell())))
 
     assert height == 20 and width <= 6  # the stroke alone, not the line under it
 
@@ -214,17 +197,26 @@ def test_digit_on_ruled_paper_is_read_without_the_lines() -> None:
 # --- photos: uneven light -----------------------------------------------------------------------
 
 
-def sheet_photo(light_falloff: float, dark_paper: bool = False) -> np.ndarray:
-    """A "4" drawn in pen on a 600x800 sheet, the light falling off towards the corners the way
+FOUR = [[(430, 180), (370, 330), (470, 330)], [(450, 260), (450, 420)]]
+
+
+def sheet_photo(
+    light_falloff: float,
+    dark_paper: bool = False,
+    size: tuple[int, int] = (800, 600),
+    strokes: list[list[tuple[int, int]]] = FOUR,
+) -> np.ndarray:
+    """A digit (a "4") drawn in pen on a sheet, the light falling off towards the corners the way
     a phone's lens and a desk lamp do; falloff 0 is an evenly lit scan of the same sheet."""
-    pen = Image.new("L", (800, 600), 0)
-    ImageDraw.Draw(pen).line([(430, 180), (370, 330), (470, 330)], fill=255, width=14)
-    ImageDraw.Draw(pen).line([(450, 260), (450, 420)], fill=255, width=14)
-    ink = np.asarray(pen, np.float64) / 255
-    y, x = np.mgrid[-1:1:600j, -1:1:800j]
+    pen = Image.new("L", size, 0)
+    for line in strokes:
+        ImageDraw.Draw(pen).line(line, fill=255, width=14)
+    ink = np.asarray(pen, np.float32) / 255
+    width, height = size
+    y, x = np.mgrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j].astype(np.float32)
     light = 1.0 + light_falloff * (0.4 * x - x * x - y * y)
     paper, pen_level = (100.0, 240.0) if dark_paper else (225.0, 30.0)
-    grain = np.random.default_rng(1).normal(0, 3, light.shape)
+    grain = np.random.default_rng(1).normal(0, 3, light.shape).astype(np.float32)
     pixels = (paper * (1 - ink) + pen_level * ink) * light + grain
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
@@ -239,12 +231,8 @@ def test_photo_with_dark_corners_reads_like_an_even_scan() -> None:
 
 
 def test_small_digit_in_a_big_unevenly_lit_photo_is_found(committed_model: Path) -> None:
-    pen = Image.new("L", (4000, 3000), 0)  # a 12 MP photo; the "7" is 3% of its width
-    ImageDraw.Draw(pen).line([(600, 500), (720, 500), (630, 680)], fill=255, width=14)
-    ink = np.asarray(pen, np.float32) / 255
-    y, x = np.mgrid[-1:1:3000j, -1:1:4000j].astype(np.float32)
-    light = 1 + 0.3 * (0.4 * x - x * x - y * y)
-    photo = np.clip((225 * (1 - ink) + 30 * ink) * light, 0, 255).astype(np.uint8)
+    seven = [[(600, 500), (720, 500), (630, 680)]]  # 3% of a 12 MP photo's width
+    photo = sheet_photo(0.3, size=(4000, 3000), strokes=seven)
 
     out = to_mnist(photo)  # the digit is re-cut from the full image, its light evened too
 
