@@ -82,7 +82,7 @@ def measure_levels(image: np.ndarray) -> Levels:
         elif (pieces := _pieces(dark) - _pieces(~dark)) != 0:
             # The strokes cut the paper of a tight crop into pieces; the ink is in one piece.
             paper_is_light = pieces < 0
-        elif int(np.count_nonzero(hist)) == 2:
+        elif _two_level(hist):
             paper_is_light = True  # binarized scans are black ink on white by convention
         elif dark_count * 100 < MINORITY_PERCENT * image.size:
             paper_is_light = True
@@ -124,8 +124,13 @@ def _border_decides(image: np.ndarray, dark: np.ndarray) -> tuple[bool, np.ndarr
     return paper_is_light, paper
 
 
+def _two_level(hist: np.ndarray) -> bool:
+    """A binarized image: two grey levels, no more."""
+    return int(np.count_nonzero(hist)) == 2
+
+
 def _tight_binary_crop(hist: np.ndarray, light: np.ndarray) -> bool:
-    if int(np.count_nonzero(hist)) != 2:
+    if not _two_level(hist):
         return False
     return bool(light[0].any() and light[-1].any() and light[:, 0].any() and light[:, -1].any())
 

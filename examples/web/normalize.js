@@ -179,10 +179,13 @@ function borderDecides(gray, dark, width, height) {
   return [paperIsLight, votes.filter((v) => v.isDark !== paperIsLight).flatMap((v) => v.pixels)];
 }
 
+// A binarized image: two grey levels, no more.
+function twoLevel(hist) {
+  return hist.filter((count) => count > 0).length === 2;
+}
+
 function tightBinaryCrop(hist, dark, width, height) {
-  let levels = 0;
-  for (const count of hist) if (count) levels += 1;
-  if (levels !== 2) return false;
+  if (!twoLevel(hist)) return false;
   let top = false;
   let bottom = false;
   let left = false;
@@ -228,8 +231,6 @@ function measureLevels(gray, width, height) {
     for (const d of dark) darkCount += d;
     const size = gray.length;
     const corners = dark[0] + dark[width - 1] + dark[(height - 1) * width] + dark[height * width - 1];
-    let levels = 0;
-    for (const count of hist) if (count) levels += 1;
     const piecesDiff =
       corners > 4 - CORNER_VOTES && corners < CORNER_VOTES
         ? pieces(dark, width, height) - pieces(dark.map((d) => 1 - d), width, height)
@@ -237,7 +238,7 @@ function measureLevels(gray, width, height) {
     if (corners <= 4 - CORNER_VOTES) paperIsLight = true;
     else if (corners >= CORNER_VOTES) paperIsLight = false;
     else if (piecesDiff !== 0) paperIsLight = piecesDiff < 0;
-    else if (levels === 2) paperIsLight = true;
+    else if (twoLevel(hist)) paperIsLight = true;
     else if (darkCount * 100 < MINORITY_PERCENT * size) paperIsLight = true;
     else if ((size - darkCount) * 100 < MINORITY_PERCENT * size) paperIsLight = false;
     else paperIsLight = true;
