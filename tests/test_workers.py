@@ -92,3 +92,35 @@ def test_closing_with_a_task_running_does_not_wait_for_it():
     pool.close()
     with pytest.raises(ChildProcessError):
         os.waitpid(pids[0], os.WNOHANG)
+
+
+def fail_on_one(value: int) -> int:
+    if value == 1:
+        os._exit(1)  # a codec crash, as far as the pool can tell
+    return value
+
+
+def test_the_task_waiting_behind_a_crash_is_run_by_the_replacement():
+    pool = Pool(1, fail_on_one)
+    try:
+        crashing, waiting = pool.submit(1), pool.submit(2)  # the second waits in the pipe
+        with pytest.raises(WorkerDied):
+            pool.result(crashing)
+        assert pool.result(waiting) == 2
+    finally:
+        pool.close()
+
+
+def echo(data: bytes) -> bytes:
+    return data
+
+
+def test_big_tasks_are_not_queued_behind_a_running_one():
+    # A task sent ahead waits unread in the worker's pipe. One bigger than the pipe holds would
+    # block the main process in send while the worker blocks sending it its result.
+    pool = Pool(1, echo)
+    try:
+        tickets = [pool.submit(big(2)) for _ in range(3)]
+        assert [len(pool.result(t)) for t in tickets] == [2 * 1024 * 1024] * 3
+    finally:
+        pool.close()
