@@ -6,11 +6,13 @@ benchmarks/photos.py, a float32 .npy, and trees of 300-file folders of hard link
 tool as a subprocess, several times, interleaved, and prints a table, PASS/FAIL for each goal of
 issues 5 and 17, and whether the digits agree with the plain script:
 
-    MNIST_DATA_DIR=... python benchmarks/run.py [--quick] [--sizes 1000,10000] [--repeat 3]
+    MNIST_DATA_DIR=... python benchmarks/run.py [--quick] [--sizes 1000,10000] [--repeat 5]
                                                 [--million-files]
 
-Writes benchmarks/results.json and docs/benchmark.png. Wall times are medians; memory is the
-largest seen over the repeats. Run nothing else heavy meanwhile: with two cores, anything else
+Writes benchmarks/results.json and docs/benchmark.png. Wall times are medians; a ratio between
+two tools is the median of the ratios of their paired runs (one of each, back to back), which a
+machine whose speed drifts between repeats moves least; memory is the largest seen over the
+repeats. Run nothing else heavy meanwhile: with two cores, anything else
 running shows up in the ratios.
 """
 
@@ -52,6 +54,12 @@ PNG_VS_KERAS = 0.15
 NPY_VS_PLAIN = 1.2
 NPY_MAX_MIB = 400
 SINGLE_VS_PLAIN = 1.5
+# Issue 17's "hold" rows: what the job did before its cases were added.
+NPY_HOLD_VS_PLAIN = 0.20
+SINGLE_HOLD_VS_PLAIN = 1.3
+# --precision int8 must give the float model's digit on 99.9% of the rows: the bar the int8
+# copy is exported with (export/quantize.py).
+INT8_AGREEMENT = 0.999
 FLAT_GROWTH = 1.10
 # Issue 17.
 PHOTOS_VS_NAIVE = 0.5
@@ -80,6 +88,10 @@ class Row:
     def wall(self) -> float:
         return statistics.median(r.wall for r in self.runs)
 
+    def ratio_to(self, base: "Row") -> float:
+        """The median of the paired runs' ratios: run i of each tool ran back to back."""
+        return statistics.median(a.wall / b.wall for a, b in zip(self.runs, base.runs, strict=True))
+
     @property
     def main_mib(self) -> float:
         return max(r.main_mib for r in self.runs)
@@ -89,9 +101,12 @@ class Row:
         return max(r.tree_mib for r in self.runs)
 
 
-def tools(case: str, png: str) -> dict[str, list[str]]:
+def tools(case: str, png: str, big: str) -> dict[str, list[str]]:
     """The tools run on a case: classify-batch, and the script a user would write for it."""
     found = {"classify-batch": [str(CLASSIFY), *IO, "--quiet"]}
+    if case == big:
+        # Not the default, but what a user with a million rows and no time would try.
+        found["classify-batch int8"] = [str(CLASSIFY), *IO, "--quiet", "--precision", "int8"]
     if case.startswith("photos-"):
         found["naive photos"] = [sys.executable, str(HERE / "naive_photos.py"), *IO]
     elif not case.startswith(("float32-", "files-")):
@@ -279,8 +294,9 @@ def no_tensorflow(single: Path, out: Path) -> tuple[bool, int]:
 # --- checking ----------------------------------------------------------------------------------
 
 
-def compare(ours: Path, theirs: Path) -> dict:
-    """Row by row: same sources and indices in the same order, same digits, close confidences."""
+def compare(ours: Path, theirs: Path, differ_share: float = 0.0) -> dict:
+    """Row by row: same sources and indices in the same order, the same digits (but for at most
+    `differ_share` of the rows), close confidences."""
     with open(ours, newline="") as a, open(theirs, newline="") as b:
         ra, rb = csv.reader(a), csv.reader(b)
         header_a, header_b = next(ra), next(rb)
@@ -298,7 +314,10 @@ def compare(ours: Path, theirs: Path) -> dict:
         "digits_differ": mismatched,
         "rows_out_of_place": misplaced + extra,
         "max_confidence_diff": round(worst, 7),
-        "ok": mismatched == 0 and misplaced == 0 and extra == 0 and header_a[:4] == header_b[:4],
+        "ok": mismatched <= differ_share * rows
+        and misplaced == 0
+        and extra == 0
+        and header_a[:4] == header_b[:4],
     }
 
 
@@ -322,7 +341,7 @@ def goals(
 ) -> list:
     def ratio(case: str, tool: str, base: str = "plain onnxruntime") -> float | None:
         if (case, tool) in rows and (case, base) in rows:
-            return rows[case, tool].wall / rows[case, base].wall
+            return rows[case, tool].ratio_to(rows[case, base])
         return None
 
     checks: list[tuple[str, float | None, str, float]] = []
@@ -332,9 +351,14 @@ def goals(
     checks.append((f"{png}: time vs plain keras", keras, "<=", PNG_VS_KERAS))
     big = f"npy-{max(sizes)}"
     checks.append((f"{big}: time vs plain onnxruntime", ratio(big, cb), "<=", NPY_VS_PLAIN))
+    if big == "npy-1000000":
+        name = f"{big}: time vs plain, hold (issue 17)"
+        checks.append((name, ratio(big, cb), "<=", NPY_HOLD_VS_PLAIN))
     peak = rows[big, cb].tree_mib if (big, cb) in rows else None
     checks.append((f"{big}: classify-batch peak RSS, MiB", peak, "<=", NPY_MAX_MIB))
     checks.append(("single: time vs plain onnxruntime", ratio("single", cb), "<=", SINGLE_VS_PLAIN))
+    name = "single: time vs plain, hold (issue 17)"
+    checks.append((name, ratio("single", cb), "<=", SINGLE_HOLD_VS_PLAIN))
     checks.append(("single: no TensorFlow/Keras imported", 0.0 if tf_free else 1.0, "<=", 0.0))
     ordered = sorted(sizes)
     for small, large in zip(ordered, ordered[1:], strict=False):
@@ -421,7 +445,7 @@ def table(rows: dict[tuple[str, str], Row]) -> str:
     ]
     for (case, tool), row in rows.items():
         plain = rows.get((case, base_tool(case)))
-        ratio = f"{row.wall / plain.wall:.2f}x" if plain else ""
+        ratio = f"{row.ratio_to(plain):.2f}x" if plain else ""
         lines.append(
             f"{case:<14} {tool:<18} {row.wall:>8.3f} {row.images / row.wall:>11,.0f} "
             f"{row.main_mib:>9.0f} {row.tree_mib:>9.0f} {ratio:>9}"
@@ -452,6 +476,11 @@ def plot(rows: dict[tuple[str, str], Row], sizes: list[int], path: Path) -> None
         ("float32 .npy, classify-batch", "D", ours("float32-")),
         ("PNGs, classify-batch", "v", ours("png-")),
         ("photos, classify-batch", "P", ours("photos-")),
+        (
+            ".npy, classify-batch --precision int8",
+            "x",
+            [(n, rows.get((f"npy-{n}", "classify-batch int8"))) for n in sizes],
+        ),
     ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6), dpi=100)
     for label, style, points in series:
@@ -502,7 +531,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2,000 PNGs and .npy up to 100k")
     parser.add_argument("--sizes", help="comma-separated .npy sizes, e.g. 1000,10000")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per tool and case (median)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per tool and case (median)")
     parser.add_argument("--work", type=Path, help="keep the inputs here and reuse them")
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmark.png")
@@ -567,7 +596,7 @@ def _bench(args: argparse.Namespace, work: Path, sizes: list[int], png_count: in
         if args.only and not case.startswith(tuple(args.only.split(","))):
             continue
         warm(path)
-        commands = tools(case, png)
+        commands = tools(case, png, f"npy-{max(sizes)}")
         for repeat in range(args.repeat):
             for tool, template in commands.items():
                 csv_path = out / f"{case}.{tool.replace(' ', '-')}.csv"
@@ -589,7 +618,8 @@ def _bench(args: argparse.Namespace, work: Path, sizes: list[int], png_count: in
         for tool in commands:
             if tool != "plain onnxruntime":
                 ours = out / f"{case}.{tool.replace(' ', '-')}.csv"
-                checks[f"{case}: {tool}"] = compare(ours, base)
+                share = 1 - INT8_AGREEMENT if tool.endswith("int8") else 0.0
+                checks[f"{case}: {tool}"] = compare(ours, base, share)
     tf_free, modules = no_tensorflow(cases["single"][0], out / "importtime.csv")
 
     print()
@@ -621,7 +651,8 @@ def _bench(args: argparse.Namespace, work: Path, sizes: list[int], png_count: in
                 "machine": info,
                 "repeat": args.repeat,
                 "measured": (
-                    "wall: median of the repeats; main_mib: the tool's own process peak RSS "
+                    "wall: median of the repeats; ratios: median of the paired runs' ratios; "
+                    "main_mib: the tool's own process peak RSS "
                     "(wait4); tree_mib: process plus children, RSS summed, sampled every 10 ms "
                     "(pages shared after fork count once per process, so an upper bound); "
                     "both memory figures are the largest over the repeats"
