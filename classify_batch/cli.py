@@ -164,8 +164,9 @@ def classify(
         typer.Option(
             min=1,
             metavar="N",
-            help="Decoder processes [default: the CPUs this process may use, container CPU "
-            "limit included; more are capped to that].",
+            help="Decoder processes for image files, inference threads for arrays [default: "
+            "the CPUs this process may use, container CPU limit included; more are capped to "
+            "that].",
             show_default=False,
         ),
     ] = None,

@@ -93,12 +93,9 @@ def _answer_problem(n: int, probabilities: Any, digits: Any) -> str | None:
     return None
 
 
-def load(path: Path, threads: int | None = None, spinning: bool = False) -> Classifier:
-    """The model at `path`, checked against the job's contract.
-
-    `spinning` lets onnxruntime's threads busy-wait between batches: about 10% more throughput
-    when nothing else needs the cores (arrays), a loss when decoder processes share them.
-    """
+def load(path: Path, threads: int | None = None) -> Classifier:
+    """The model at `path`, checked against the job's contract; `threads`: onnxruntime's threads
+    for one run (default: the usable CPUs)."""
     data = _read_model(path)
 
     # Imported here, not at the top: the decode pool forks before this, into children that
@@ -110,7 +107,8 @@ def load(path: Path, threads: int | None = None, spinning: bool = False) -> Clas
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or usable_cpus()
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    # Threads that busy-wait between batches take the cores from whatever else runs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # Batches are all one size: planning memory per shape only adds a second copy of the
     # buffers the arena already holds (7 MB), which broke "flat memory" between 1k and 10k rows.
     options.enable_mem_pattern = False

@@ -15,6 +15,7 @@ from classify_batch.jobs import model as model_loader
 from classify_batch.jobs import pipeline
 from classify_batch.jobs.cpus import usable_cpus
 from classify_batch.jobs.discover import Source, Walk
+from classify_batch.jobs.infer import classified
 from classify_batch.jobs.inherit import keep_from_workers, release_from_workers
 from classify_batch.jobs.output import (
     OutputError,
@@ -30,9 +31,6 @@ from classify_batch.jobs.output import (
 )
 from classify_batch.jobs.pipeline import Shard
 from classify_batch.jobs.progress import Progress
-
-# onnxruntime's best throughput for this model on two cores, and the run's memory stays small.
-MAX_BATCH = 1024
 
 
 @dataclass
@@ -134,12 +132,11 @@ def _locked_run(opts: Options, err: TextIO) -> int:
             ),
         )
         try:
-            # With decoder processes on every core, inference (2% of the work for images) gets
-            # one thread that sleeps between batches; alone, it gets the cores and may spin.
+            # One onnxruntime thread per run: with decoder processes on every core, inference
+            # (2% of the work for images) has one; alone, it runs batches on every core at once
+            # (jobs/infer.py).
             classifier = model_loader.load(
-                opts.model or model_loader.default_model_path(),
-                threads=1 if pool else None,
-                spinning=pool is None,
+                opts.model or model_loader.default_model_path(), threads=1
             )
         except model_loader.ModelError as e:
             return fail(str(e))
@@ -151,12 +148,10 @@ def _locked_run(opts: Options, err: TextIO) -> int:
         outputs = Outputs(opts.out, opts.probabilities, review=opts.min_confidence is not None)
         try:
             outputs.open()
-            for piece in stream:
+            for piece, answers in classified(stream, classifier, 1 if pool else workers):
                 for source, index, reason in piece.errors:
                     _record_error(outputs, counts, opts, source, index, reason)
-                for lo in range(0, len(piece.images), MAX_BATCH):
-                    hi = lo + MAX_BATCH
-                    probabilities, digits = classifier(piece.images[lo:hi])
+                for lo, hi, probabilities, digits in answers:
                     outputs.write_rows(
                         piece.sources[lo:hi],
                         piece.indices[lo:hi],
