@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 # and collect (measured: 256 beats 128 and ties 512 on 10,000 MNIST PNGs).
 FILES_PER_TASK = 256
 # Small enough that a chunk and its copies stay a few MB (flat memory from 1k rows up), large
-# enough that numpy, not Python, does the work; onnxruntime takes it in two batches.
-ROWS_PER_CHUNK = 2048
+# enough that numpy, not Python, does the work; it is one batch for each of two inference threads
+# (jobs/infer.py). 2,048 held 2.5 MB more at the same speed.
+ROWS_PER_CHUNK = 1024
 # A pool costs ~15 ms to start and stop. MNIST-size PNGs decode in ~13 us each, so it pays from
 # about 2,000 of them (measured: 1,000 run faster without, 2,000 break even); photos and scans
 # decode at ~10-20 ms per MB, so a few MB of them pay for it.

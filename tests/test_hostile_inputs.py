@@ -18,6 +18,7 @@ from PIL import Image
 from classify_batch.jobs.arrays import NpyFile
 from classify_batch.jobs.errors import InputError
 from classify_batch.jobs.images import read_image
+from classify_batch.jobs.pipeline import ROWS_PER_CHUNK
 
 
 def run_job(*args: object) -> subprocess.CompletedProcess:
@@ -128,7 +129,7 @@ def test_a_npy_truncated_while_it_is_read_fails_alone(tmp_path):
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])  # -7: SIGBUS
     seen = json.loads(log.read_text())
     assert seen["files"] == 2
-    assert seen["rows"] >= 2048 + 1  # the first chunk, and the good PNG
+    assert seen["rows"] >= ROWS_PER_CHUNK + 1  # the first chunk, and the good PNG
     [(name, index, reason)] = seen["errors"]
     assert name == "a.npy" and index is not None and "truncated" in reason
 
