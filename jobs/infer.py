@@ -2,10 +2,10 @@
 
 onnxruntime releases the GIL while it runs. Where inference is nearly all the work (arrays, with
 no decoder processes), the batches run on one thread per core, each an onnxruntime run of one
-thread, while the main thread reads the next rows and writes the CSV. That measured faster and
-far steadier than one run at a time on onnxruntime's own two threads, whose every operator waits
-for the slower of the two (1M rows: 10-17 s across five runs, the benchmark's sampling alone
-delaying one of them).
+thread, while the main thread reads the next rows and writes the CSV. One run at a time on
+onnxruntime's own two threads, whose every operator waits for the slower of the two, and which
+leaves a core idle while the main thread reads and writes, was a little slower: 1M rows in 9.0 s
+against 8.8 s (medians of four paired runs).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from classify_batch.jobs.model import Classifier
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-# Two runs of 512 at once, one per core, hold in onnxruntime's arena about what one run of 1,024
-# did, so memory stays flat from 1k rows up (1,024 each: 17% more at 10k rows than at 1k); the
-# throughput on a million rows is the same.
+# With 1,024-row chunks (jobs/pipeline.py) and one chunk in flight, memory stays flat from 1k rows
+# up: 3.5% more at 10k rows than at 1k. Batches of 1,024 with 2,048-row chunks, two in flight,
+# were 10% faster on a million rows (paired runs) but held 17% more at 10k rows than at 1k.
 MAX_BATCH = 512
 
 # Rows [lo, hi) of a piece, their probabilities and digits.

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 FILES_PER_TASK = 256
 # Small enough that a chunk and its copies stay a few MB (flat memory from 1k rows up), large
 # enough that numpy, not Python, does the work; it is one batch for each of two inference threads
-# (jobs/infer.py). 2,048 held 2.5 MB more at the same speed.
+# (jobs/infer.py), which says what larger ones cost in memory.
 ROWS_PER_CHUNK = 1024
 # A pool costs ~15 ms to start and stop. MNIST-size PNGs decode in ~13 us each, so it pays from
 # about 2,000 of them (measured: 1,000 run faster without, 2,000 break even); photos and scans
