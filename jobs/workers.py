@@ -58,9 +58,11 @@ class Pool:
         self._function = function
         self._setup = setup
         self._workers: list[_Worker] = []
+        # Tasks are pickled once, when submitted, not at every try to send one ahead (a big
+        # one is tried at every result until a worker is idle).
         # Each worker's tasks, in the order it was sent them: it is running the first.
-        self._tickets: dict[Connection, deque[tuple[int, tuple]]] = {}
-        self._waiting: deque[tuple[int, tuple]] = deque()
+        self._tickets: dict[Connection, deque[tuple[int, memoryview]]] = {}
+        self._waiting: deque[tuple[int, memoryview]] = deque()
         self._done: dict[int, tuple[bool, Any]] = {}
         self._next_ticket = 0
         for _ in range(workers):
@@ -70,7 +72,7 @@ class Pool:
         """Queue a task; returns the ticket to ask for its result with."""
         ticket = self._next_ticket
         self._next_ticket += 1
-        self._waiting.append((ticket, args))
+        self._waiting.append((ticket, ForkingPickler.dumps(args)))
         self._dispatch()
         return ticket
 
@@ -111,18 +113,17 @@ class Pool:
             queued = len(self._tickets[worker.conn])
             if queued >= _TASKS_PER_WORKER:
                 return
-            ticket, args = self._waiting[0]
-            data = ForkingPickler.dumps(args)
+            ticket, data = self._waiting[0]
             if queued and len(data) > _AHEAD_BYTES:
                 return  # waits until a worker is idle: see _AHEAD_BYTES
             self._waiting.popleft()
             try:
                 worker.conn.send_bytes(data)
             except OSError:
-                self._waiting.appendleft((ticket, args))
+                self._waiting.appendleft((ticket, data))
                 self._lost(worker)
                 continue
-            self._tickets[worker.conn].append((ticket, args))
+            self._tickets[worker.conn].append((ticket, data))
 
     def _collect(self) -> None:
         busy = {worker.conn: worker for worker in self._workers if self._tickets[worker.conn]}
