@@ -159,8 +159,7 @@ def drawings(count: int) -> list[np.ndarray]:
 def stress_drawings(per_kind: int) -> list[np.ndarray]:
     """Random 28x28 pen strokes handed over the ways benchmarks/stress.py makes them: tight
     binarized crops, 16x16 scans, grid cells (plain and photographed), hairlines, markers (not
-    the 1000 px tablet canvases); plus
-    empty cells and noise, which both must find blank."""
+    the 1000 px tablet canvases); plus empty cells and noise, which both must find blank."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from stress import STRESS_SETS, blank_cell
 
