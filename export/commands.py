@@ -50,6 +50,14 @@ def export(
         Path, typer.Option("--keras", help="Trained Keras model to export.")
     ] = Path("artifacts/model.keras"),
     out: Annotated[Path, typer.Option(help="Folder for the model files.")] = Path("artifacts"),
+    rank: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Publish the first hidden layer's weights as a product of this rank, fitted "
+            "to the training inputs (0: whole) [default: the model card's recipe].",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also show TensorFlow's and tf2onnx's logs.")
     ] = False,
@@ -58,7 +66,7 @@ def export(
     ($MNIST_DATA_DIR)."""
     from classify_batch.export import workflow
 
-    raise typer.Exit(workflow.export_command(keras_model, out, verbose=verbose))
+    raise typer.Exit(workflow.export_command(keras_model, out, rank=rank, verbose=verbose))
 
 
 def evaluate(

@@ -23,12 +23,12 @@ from classify_batch.contract import (
     OUTPUT_NAMES,
     OUTPUT_TYPES,
 )
-from classify_batch.export import onnx_export, optdigits
+from classify_batch.export import compress, onnx_export, optdigits
 from classify_batch.export.evaluate import per_digit_accuracy
 from classify_batch.export.mnist_data import FULL_TRAIN_COUNT, MnistData
 from classify_batch.export.presets import Preset
 from classify_batch.export.quantize import AGREEMENT_BAR, quantize
-from classify_batch.export.train import History, build_model
+from classify_batch.export.train import History, build_model, preprocess
 from classify_batch.jobs import atomic
 
 
@@ -79,7 +79,13 @@ def model_card(
         "preset": preset.name,
         "recipe": preset.as_dict(),
         "architecture": f"784-{'-'.join(map(str, preset.hidden))}-10 ANN, ReLU, softmax"
-        + (f", dropout {preset.dropout}" if preset.dropout else ""),
+        + (f", dropout {preset.dropout}" if preset.dropout else "")
+        + (
+            f"; first layer's weights of rank {preset.rank} (784x{preset.rank} @ "
+            f"{preset.rank}x{preset.hidden[0]})"
+            if compress.is_factored(model)
+            else ""
+        ),
         "parameters": int(model.count_params()),
         "input": {
             "name": INPUT_NAME,
@@ -118,16 +124,23 @@ def publish(
     out_dir: Path,
     history: History | None = None,
     training_seconds: float | None = None,
+    low_rank: dict[str, Any] | None = None,
 ) -> Published:
     """Export, gate and write model.onnx, model.keras, model.json (and history.json).
 
+    A preset with a rank publishes `model` with its first layer factored (export/compress.py),
+    unless it already is; `low_rank` is then the card section of that earlier factoring.
     Nothing is written unless the ONNX model gives Keras' digit on every test image.
     """
+    if preset.rank and not compress.is_factored(model):
+        factored = compress.factor(model, preset, data, _figures(model, data))
+        model, low_rank = factored.model, factored.card
     proto = onnx_export.to_onnx(model)
     check = onnx_export.gate(model, proto.SerializeToString(), data.test_images)
     _, digits = onnx_export.onnx_predict(proto.SerializeToString(), data.test_images)
     accuracy = float((digits == data.test_labels).mean())
     card = model_card(model, preset, data, accuracy, per_digit_accuracy(digits, data.test_labels))
+    card["low_rank"] = low_rank
     card["parity"] = {
         "images": check.images,
         "digit_mismatches": check.digit_mismatches,
@@ -157,7 +170,7 @@ def publish(
     out_dir.mkdir(parents=True, exist_ok=True)
     if history is not None:
         atomic.write_text(out_dir / "history.json", json.dumps(history.as_dict(), indent=1) + "\n")
-    _save_keras(model, preset, out_dir / "model.keras")
+    _save_keras(model, preset, out_dir / "model.keras", compress.is_factored(model))
     atomic.write_text(out_dir / "model.json", json.dumps(card, indent=2) + "\n")
     if int8.offered:
         atomic.write_bytes(out_dir / "model.int8.onnx", int8.model_bytes)
@@ -172,10 +185,23 @@ def publish(
     )
 
 
-def _save_keras(model: keras.Model, preset: Preset, target: Path) -> None:
+def _figures(model: keras.Model, data: MnistData) -> dict[str, Any]:
+    """The whole model's accuracy on the test set and on optdigits, before it is factored."""
+    x = preprocess(data.test_images)
+    digits = model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
+    real = optdigits.figures(
+        lambda images: model.predict(preprocess(images), batch_size=1024, verbose=0).argmax(1)
+    )
+    return {
+        "test_accuracy": float((digits == data.test_labels).mean()),
+        "optdigits_accuracy": None if real is None else real["accuracy"],
+    }
+
+
+def _save_keras(model: keras.Model, preset: Preset, target: Path, factored: bool) -> None:
     # A fresh, never-compiled twin carries the weights without Adam's state (3x smaller);
     # clone_model would copy the compiled optimizer along.
-    bare = build_model(preset)
+    bare = build_model(preset, factored)
     bare.set_weights(model.get_weights())
     tmp = target.with_name(f".{target.name}.tmp.keras")
     try:

@@ -30,13 +30,34 @@ class Quantized:
         return self.agreement >= AGREEMENT_BAR
 
 
+def _fed_by_matmul(proto: onnx.ModelProto) -> list[str]:
+    """MatMuls whose input is another MatMul's product: a factored layer's second half.
+
+    Its input's channels span the first layer's singular values, more than 100:1, and dynamic
+    quantization gives the whole tensor one scale: in int8, the committed model's digits agreed
+    with fp32 on 99.88% of the test images (below the bar); with this MatMul kept in float,
+    on 99.97%, still 1.5x faster than fp32.
+    """
+    made_by = {out: node.op_type for node in proto.graph.node for out in node.output}
+    return [
+        node.name
+        for node in proto.graph.node
+        if node.op_type == "MatMul" and made_by.get(node.input[0]) == "MatMul"
+    ]
+
+
 def quantize(proto: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> Quantized:
     float_bytes = proto.SerializeToString()
     with tempfile.TemporaryDirectory(prefix="classify-batch-int8-") as tmp:
         source, target = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         source.write_bytes(float_bytes)
         quantize_dynamic(
-            source, target, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+            source,
+            target,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            nodes_to_exclude=_fed_by_matmul(proto),
         )
         quantized = onnx.load(target)
     _, reference = onnx_export.onnx_predict(float_bytes, images)
@@ -49,7 +70,8 @@ def quantize(proto: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> 
         precision="int8",
         test_accuracy=f"{accuracy:.4f}",
         agreement_with_fp32=f"{agreement:.4f}",
-        quantization="onnxruntime quantize_dynamic: QInt8 weights, per channel, 7-bit range",
+        quantization="onnxruntime quantize_dynamic: QInt8 weights, per channel, 7-bit range"
+        + ("; a factored layer's second half in float" if _fed_by_matmul(proto) else ""),
     )
     del quantized.metadata_props[:]
     for key in sorted(props):

@@ -18,10 +18,17 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     return x.reshape(len(images), 784)
 
 
-def build_model(preset: Preset) -> keras.Model:
+BASIS_LAYER = "hidden_1_basis"
+
+
+def build_model(preset: Preset, factored: bool = False) -> keras.Model:
+    """The ANN as trained; `factored`: as published when the preset has a rank, its first hidden
+    layer's weights a product of two (export/compress.py), the first of them without bias."""
     # Layer names are fixed so two runs in one process give the same graph names, hence the same
     # ONNX bytes (Keras would otherwise number them dense_1, dense_2... per process).
     layers: list[keras.layers.Layer] = [keras.Input((784,), name="pixels")]
+    if factored:
+        layers.append(keras.layers.Dense(preset.rank, use_bias=False, name=BASIS_LAYER))
     for i, width in enumerate(preset.hidden, start=1):
         layers.append(keras.layers.Dense(width, activation="relu", name=f"hidden_{i}"))
         if preset.dropout:

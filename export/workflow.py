@@ -74,13 +74,15 @@ def train_command(
     return ExitCode.OK
 
 
-def export_command(keras_path: Path, out: Path, verbose: bool = False) -> int:
+def export_command(
+    keras_path: Path, out: Path, rank: int | None = None, verbose: bool = False
+) -> int:
     quiet_logs(verbose)
     card_path = keras_path.with_name("model.json")
     try:
         card = json.loads(card_path.read_text())
         recipe = card["recipe"]
-        preset = Preset(**{**recipe, "hidden": tuple(recipe["hidden"])})
+        preset = Preset(**{**recipe, "hidden": tuple(recipe["hidden"])}).with_overrides(rank=rank)
     except (OSError, KeyError, TypeError, ValueError) as e:
         _say(f"digits export: {card_path}: need the model card (with its recipe) beside it ({e})")
         return ExitCode.NOTHING_DONE
@@ -97,8 +99,20 @@ def export_command(keras_path: Path, out: Path, verbose: bool = False) -> int:
     except (OSError, ValueError) as e:
         _say(f"digits export: {keras_path}: cannot load the Keras model ({e})")
         return ExitCode.NOTHING_DONE
+    from classify_batch.export.compress import is_factored
+
+    if is_factored(model) and rank is not None and rank != card.get("recipe", {}).get("rank"):
+        _say(f"digits export: {keras_path}: its first layer is already factored; export it as is")
+        return ExitCode.USAGE
     try:
-        published = publish(model, preset, data, out, training_seconds=card.get("training_seconds"))
+        published = publish(
+            model,
+            preset,
+            data,
+            out,
+            training_seconds=card.get("training_seconds"),
+            low_rank=card.get("low_rank") if is_factored(model) else None,
+        )
     except ExportGateError as e:
         _say(f"digits export: {e}")
         return ExitCode.NOTHING_DONE

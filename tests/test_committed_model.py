@@ -41,6 +41,17 @@ def test_committed_model_reaches_the_cards_accuracy(committed_model, card, test_
     assert accuracy >= 0.990  # the best preset's promise, on 24,345 of 60,000 training images
 
 
+def test_onnx_weights_are_the_cards_architecture(committed_model, card):
+    """784-384-384-10, its first layer published as a rank-128 product (export/compress.py)."""
+    graph = onnx.load(committed_model).graph
+    matrices = [tuple(t.dims) for t in graph.initializer if len(t.dims) == 2]
+    rank = card["low_rank"]["rank"]
+    assert sorted(matrices) == sorted([(784, rank), (rank, 384), (384, 384), (384, 10)])
+    weights = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) >= 1)
+    assert weights - 2 == card["parameters"]  # less the Reshape's shape, two numbers
+    assert card["low_rank"]["test_agreement"] >= card["int8"]["agreement_bar"]
+
+
 def test_metadata_carries_the_input_contract(committed_model):
     meta = {p.key: p.value for p in onnx.load(committed_model).metadata_props}
     assert meta["input_name"] == "images" and meta["input_dtype"] == "uint8"

@@ -136,7 +136,7 @@ def test_best_preset_is_a_fully_connected_ann():
 
 
 def test_same_seed_gives_same_weights_and_same_onnx_bytes(small, tmp_path):
-    preset = _short("best", hidden=(64, 64), elastic_alpha=34.0, elastic_sigma=5.0)
+    preset = _short("best", hidden=(64, 64), rank=0)
     runs = []
     for name in ("a", "b"):
         model, _ = train(
@@ -247,3 +247,70 @@ def test_metadata_tells_another_runtime_the_contract(tiny_model, small, tmp_path
     assert json.loads(meta["recipe"])["seed"] == 0
     assert json.loads(meta["data"])["sha256"] == small.sha256
     assert "white ink" in meta["input_contract"] and "28" in meta["input_contract"]
+
+
+@pytest.fixture(scope="module")
+def rank_16_model(small):
+    """The tutorial's model (5 epochs, on the stand-in) with its first layer's weights cut to
+    rank 16: a layer that a rank-16 product can hold exactly, whatever inputs it is fitted to."""
+    model, _ = train(
+        _short("tutorial", epochs=5),
+        small.train_images,
+        small.train_labels,
+        small.test_images[:10],
+        small.test_labels[:10],
+        log=lambda _: None,
+    )
+    weights = model.get_weights()
+    u, s, vt = np.linalg.svd(weights[0].astype(np.float64), full_matrices=False)
+    weights[0] = ((u[:, :16] * s[:16]) @ vt[:16]).astype(np.float32)
+    model.set_weights(weights)
+    return model
+
+
+def test_published_first_layer_is_the_low_rank_product_the_card_names(
+    rank_16_model, small, tmp_path
+):
+    preset = _short("tutorial", rank=16)
+    publish(rank_16_model, preset, small, tmp_path / "a")
+    card = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert card["low_rank"]["rank"] == 16
+    assert card["low_rank"]["test_agreement"] == 1.0
+    assert card["low_rank"]["whole_model"]["parameters"] == rank_16_model.count_params()
+    graph = onnx.load(tmp_path / "a" / "model.onnx").graph
+    shapes = {tuple(t.dims) for t in graph.initializer if t.dims}
+    assert {(784, 16), (16, 64)} <= shapes and (784, 64) not in shapes
+    assert card["parameters"] == 784 * 16 + 16 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
+    # The Keras twin is the factored model, so the ONNX file was gated on parity with it.
+    import keras
+
+    saved = keras.models.load_model(tmp_path / "a" / "model.keras", compile=False)
+    assert saved.count_params() == card["parameters"]
+    publish(rank_16_model, preset, small, tmp_path / "b")
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (
+        tmp_path / "b" / "model.onnx"
+    ).read_bytes()
+
+
+def test_a_rank_that_changes_digits_is_refused_and_nothing_written(rank_16_model, small, tmp_path):
+    with pytest.raises(onnx_export.ExportGateError, match="rank-1 first layer keeps only"):
+        publish(rank_16_model, _short("tutorial", rank=1), small, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_low_rank_fit_keeps_what_the_layer_computes_on_its_inputs(tiny_model, small):
+    """Fitted to the inputs, the product is closer on them than the plain SVD of the weights:
+    Eckart-Young on the whitened problem, which no other rank-r product can beat."""
+    from classify_batch.export.compress import _fit
+
+    whole = tiny_model.get_weights()[0].astype(np.float64)
+    inputs = preprocess(small.train_images)
+    basis, mix = _fit(whole, inputs, 8)
+    u, s, vt = np.linalg.svd(whole, full_matrices=False)
+    plain = (u[:, :8] * s[:8]) @ vt[:8]
+
+    def error(product):
+        return np.linalg.norm(inputs @ (whole - product))
+
+    assert basis.shape == (784, 8) and mix.shape == (8, 64)
+    assert error(basis @ mix) < 0.9 * error(plain)
