@@ -12,8 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import sys
 from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
@@ -369,23 +367,7 @@ def _message(error: Exception) -> str:
     return " ".join(str(text).split())
 
 
-def _single_threaded_numpy() -> None:
-    # numpy does no matrix work in the job and onnxruntime has its own threads, so OpenBLAS's idle
-    # pool is only a cost: without it the process stays single-threaded and the decode pool may
-    # fork (fast) instead of starting a forkserver. Set by the programs, before numpy is imported,
-    # not by importing the package; an explicit setting is respected.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
-def digits_main() -> None:
-    _single_threaded_numpy()
-    sys.exit(run_app(build_digits(), "digits"))
-
-
-def classify_batch_main() -> None:
-    _single_threaded_numpy()
-    sys.exit(run_app(build_classify_batch(), "classify-batch"))
-
-
 if __name__ == "__main__":
+    from classify_batch.entry import digits_main
+
     digits_main()

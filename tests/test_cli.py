@@ -134,6 +134,26 @@ def test_unknown_preset_is_refused_before_tensorflow_is_imported():
     assert "fast" in one_line(result.stderr)
 
 
+def test_programs_collect_garbage_again_once_started(tmp_path: Path, pngs: Path):
+    """entry.py turns the cyclic collector off for start-up only: a run that left it off would
+    keep every reference cycle it makes, over millions of inputs."""
+    probe = (
+        "import atexit, gc, sys\n"
+        "from classify_batch import entry\n"
+        "atexit.register(lambda: print(gc.isenabled(), gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['classify-batch', *sys.argv[1:]]\n"
+        "entry.classify_batch_main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(pngs), str(tmp_path / "out.csv"), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
+
+
 # --- outputs that do not mislead -----------------------------------------------------------
 
 
