@@ -29,7 +29,7 @@ COPY artifacts/ artifacts/
 # says in one line how to get it. The installers are not needed at run time either (~25 MB).
 RUN pip install --no-cache-dir . \
     && rm -r "$(python -c 'import classify_batch, os; print(os.path.dirname(classify_batch.__file__))')/export" \
-    && python -c "import classify_batch.jobs.run, classify_batch.artifacts, classify_batch.cli" \
+    && python -c "import classify_batch.jobs.run, classify_batch.artifacts, classify_batch.cli, classify_batch.entry" \
     && python -m pip uninstall --yes --quiet pip setuptools
 
 
