@@ -19,7 +19,8 @@ class Decoded:
     """Images ready for the model, with where each came from, and the inputs that failed."""
 
     sources: list[str] = field(default_factory=list)
-    indices: list[str] = field(default_factory=list)  # "" for an image file, else the position
+    # "" per image file; an array's rows are numbered by an int64 array (the CSV's index)
+    indices: list[str] | np.ndarray = field(default_factory=list)
     images: np.ndarray = field(default_factory=lambda: np.empty((0, 28, 28), np.uint8))
     errors: list[tuple[str, int | None, str]] = field(default_factory=list)
     files: int = 0  # input files finished with this piece, for the progress bar
@@ -100,13 +101,14 @@ def _reason(e: Exception) -> str:
 
 def decode_rows(shown: str, indices: np.ndarray, images: np.ndarray, preprocess: str) -> Decoded:
     """A chunk of an array input, normalized as --preprocess says."""
-    out = Decoded(sources=[shown] * len(indices), indices=[str(i) for i in indices.tolist()])
+    rows = indices.astype(np.int64)
+    out = Decoded(sources=[shown] * len(rows), indices=rows)
     out.images, failed = normalize_rows(images, preprocess)
     if failed:
         keep = np.ones(len(indices), dtype=bool)
         for row, reason in failed:
             keep[row] = False
             out.errors.append((shown, int(indices[row]), reason))
-        out.sources = [s for s, k in zip(out.sources, keep, strict=True) if k]
-        out.indices = [i for i, k in zip(out.indices, keep, strict=True) if k]
+        out.sources = [shown] * int(keep.sum())
+        out.indices = rows[keep]
     return out

@@ -230,21 +230,32 @@ class Outputs:
     def write_rows(
         self,
         sources: list[str],
-        indices: list[str],
+        indices: list[str] | np.ndarray,
         digits: np.ndarray,
         probabilities: np.ndarray,
         min_confidence: float | None,
     ) -> None:
+        """One batch's rows; `indices` are "" per image file, or an array's row numbers."""
         confidence = probabilities.max(axis=1)
-        lines = _lines(sources, indices, digits, confidence, probabilities, self.probabilities)
+        values = np.column_stack([confidence, probabilities]) if self.probabilities else confidence
         # One write per batch: the text is built with numpy, not row by row through csv.writer.
+        text = _array_text(sources, indices, digits, values.reshape(len(digits), -1))
+        lines = None
+        if text is None:
+            if isinstance(indices, np.ndarray):
+                indices = [str(i) for i in indices.tolist()]
+            lines = _lines(sources, indices, digits, confidence, probabilities, self.probabilities)
+            text = "".join(lines)
         with self._writing("stdout" if self.to_stdout else self.out):
-            self.text.write("".join(lines))
-        self.rows_written += len(lines)
+            self.text.write(text)
+        self.rows_written += len(digits)
         if min_confidence is not None:
             low = np.flatnonzero(confidence < min_confidence)
             self.review_count += len(low)
-            if self.review is not None:
+            if self.review is not None and len(low):
+                if lines is None:
+                    # _array_text's lines hold no quoted field, so no "\n" but their ends.
+                    lines = text.splitlines(keepends=True)
                 with self._writing(self.review.target):
                     self.review.file.write("".join([lines[i] for i in low.tolist()]))
 
@@ -418,7 +429,15 @@ def _lines(
 
 
 def _fast_tails(digits: np.ndarray, values: np.ndarray) -> list[str] | None:
-    """ "digit,value,...\n" per row as numpy builds it, or None when only printf can be trusted.
+    """ "digit,value,...\n" per row as numpy builds it, or None when only printf can be trusted."""
+    text = _tail_bytes(digits, values)
+    if text is None:
+        return None
+    return text.view(f"S{text.shape[1]}").ravel().astype(f"U{text.shape[1]}").tolist()
+
+
+def _tail_bytes(digits: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+    """ "digit,value,...\n" per row, one row of uint8 each, or None when only printf can be trusted.
 
     The common case: digits 0..9 and float32 values in [0, 1]. For those, rint(x * 1e6) in
     float64 is exact (a float32 has 24 significant bits, 1e6 has 14) and rounds ties to even as
@@ -446,7 +465,44 @@ def _fast_tails(digits: np.ndarray, values: np.ndarray) -> list[str] | None:
         rest //= 10
     cells[:, :, 8] = ord(",")
     cells[:, -1, 8] = ord("\n")
-    return text.view(f"S{text.shape[1]}").ravel().astype(f"U{text.shape[1]}").tolist()
+    return text
+
+
+def _array_text(
+    sources: list[str], indices: list[str] | np.ndarray, digits: np.ndarray, values: np.ndarray
+) -> str | None:
+    """The CSV text of a batch of one array's rows, whole lines built in numpy, or None.
+
+    On a million rows, formatting each row's source and index in Python cost as much as reading,
+    checking and the CSV tails together (0.5 s of the main thread's 2.9 s, cProfile). Each line
+    is laid out at a fixed width, the row number right-aligned after NUL padding, and the NULs
+    (never in a path, nor in the rest) are dropped in one pass.
+    """
+    if not isinstance(indices, np.ndarray) or len(indices) == 0:
+        return None
+    source = sources[0]
+    if sources.count(source) != len(sources) or _NEEDS_QUOTING(source) is not None:
+        return None
+    tails = _tail_bytes(digits, values)
+    if tails is None or indices.min() < 0:
+        return None
+    prefix = np.frombuffer(source.encode("utf-8", "surrogateescape") + b",", np.uint8)
+    rows = indices.astype(np.int64)
+    width = len(str(int(rows.max())))
+    text = np.zeros((len(rows), len(prefix) + width + 1 + tails.shape[1]), np.uint8)
+    text[:, : len(prefix)] = prefix
+    number = text[:, len(prefix) : len(prefix) + width]
+    for position in range(width - 1, -1, -1):
+        number[:, position] = ord("0") + rows % 10
+        rows = rows // 10
+    # A digit before the number's first one is a leading zero: padding, except the lone "0".
+    digits_in = np.ones(len(indices), np.int64)
+    for k in range(1, width):
+        digits_in += indices >= 10**k
+    number[np.arange(width) < (width - digits_in)[:, None]] = 0
+    text[:, len(prefix) + width] = ord(",")
+    text[:, len(prefix) + width + 1 :] = tails
+    return text[text != 0].tobytes().decode("utf-8", "surrogateescape")
 
 
 def _field(value: str) -> str:

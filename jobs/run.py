@@ -15,7 +15,7 @@ from classify_batch.jobs import model as model_loader
 from classify_batch.jobs import pipeline
 from classify_batch.jobs.cpus import usable_cpus
 from classify_batch.jobs.discover import Source, Walk
-from classify_batch.jobs.infer import classified
+from classify_batch.jobs.infer import classified, joined
 from classify_batch.jobs.inherit import keep_from_workers, release_from_workers
 from classify_batch.jobs.output import (
     OutputError,
@@ -151,13 +151,10 @@ def _locked_run(opts: Options, err: TextIO) -> int:
             for piece, answers in classified(stream, classifier, 1 if pool else workers):
                 for source, index, reason in piece.errors:
                     _record_error(outputs, counts, opts, source, index, reason)
-                for lo, hi, probabilities, digits in answers:
+                if answers:
+                    probabilities, digits = joined(answers)
                     outputs.write_rows(
-                        piece.sources[lo:hi],
-                        piece.indices[lo:hi],
-                        digits,
-                        probabilities,
-                        opts.min_confidence,
+                        piece.sources, piece.indices, digits, probabilities, opts.min_confidence
                     )
                 counts.classified += len(piece.images)
                 progress.update(piece.files, len(piece.images) + len(piece.errors))

@@ -199,12 +199,12 @@ def row_cells(
     preprocess: str,
 ) -> list[Cell]:
     decoded = decode_rows(shown, indices, images, preprocess)
-    seen = dict(zip(decoded.indices, decoded.images, strict=True))
+    seen = dict(zip(np.asarray(decoded.indices).tolist(), decoded.images, strict=True))
     failed = {index: reason for _, index, reason in decoded.errors}
     cells = []
     for index, image in zip(indices.tolist(), images, strict=True):
         cell = Cell(f"{shown}[{index}]", given=fit(Image.fromarray(image)), given_size=(28, 28))
-        cell.seen = seen.get(str(index))
+        cell.seen = seen.get(index)
         cell.error = failed.get(index)
         cells.append((index, cell))
     # Rows the array reader refused never became images: their cells hold the reason only.
