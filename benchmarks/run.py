@@ -203,7 +203,10 @@ def build_issue_17(
 
 
 def warm(path: Path) -> None:
-    # Every tool then reads from the page cache: the first one measured pays no disk time.
+    # Every tool then reads from the page cache: the first one measured pays no disk time. Done
+    # before every run, not once per case: this machine's kernel pages out file pages left
+    # unread for about a minute (DAMON, action pageout), so a tool measured right after the
+    # plain script's 25 s on the 1M array found much of it evicted and read it from disk.
     # The trees of hard links share the originals' inodes: their listings are what to warm.
     if path.name.startswith("files-"):
         for _ in os.walk(path):
@@ -595,12 +598,12 @@ def _bench(args: argparse.Namespace, work: Path, sizes: list[int], png_count: in
     for case, (path, images) in cases.items():
         if args.only and not case.startswith(tuple(args.only.split(","))):
             continue
-        warm(path)
         commands = tools(case, png, f"npy-{max(sizes)}")
         for repeat in range(args.repeat):
             for tool, template in commands.items():
                 csv_path = out / f"{case}.{tool.replace(' ', '-')}.csv"
                 command = [a.format(input=path, out=csv_path) for a in template]
+                warm(path)
                 run = measure(command)
                 rows.setdefault((case, tool), Row(case, tool, images)).runs.append(run)
                 print(f"  {case:<14} {tool:<18} #{repeat + 1}: {run.wall:7.3f} s")
