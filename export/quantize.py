@@ -33,10 +33,11 @@ class Quantized:
 def _fed_by_matmul(proto: onnx.ModelProto) -> list[str]:
     """MatMuls whose input is another MatMul's product: a factored layer's second half.
 
-    Its input's channels span the first layer's singular values, more than 100:1, and dynamic
-    quantization gives the whole tensor one scale: in int8, the committed model's digits agreed
-    with fp32 on 99.88% of the test images (below the bar); with this MatMul kept in float,
-    on 99.97%, still 1.5x faster than fp32.
+    Its input's channels follow the first layer's singular values (on the test images the
+    largest reaches 96 times the smallest's peak), and dynamic quantization gives the whole
+    tensor one scale: in int8, the committed model's digits agreed with fp32 on 99.88% of the
+    test images (below the bar); with this MatMul kept in float, on 99.97%, and onnxruntime
+    still runs it 1.5x faster than fp32 (5.5 against 8.3 us a row, one thread).
     """
     made_by = {out: node.op_type for node in proto.graph.node for out in node.output}
     return [
