@@ -59,3 +59,22 @@ def test_an_arrays_csv_is_csv_writers_text_with_failed_rows_left_out(tmp_path: P
     assert text == writer_text(rows)
     assert [int(r[1]) for r in rows[1:]] == [i for i in range(1100) if i not in (5, 10, 999)]
     assert {r[0] for r in rows[1:]} == {str(folder / "x.npy")}
+
+
+def test_the_review_list_holds_the_csv_lines_of_low_confidence_rows(tmp_path: Path, samples):
+    """The folder's name holds a line separator that is not "\\n" (U+2028): csv.writer leaves it
+    unquoted, and str.splitlines would cut a line there."""
+    images, _ = samples
+    array = np.concatenate([tiled(images, 600), 255 - tiled(images, 600)])  # inverted: unsure
+    folder = tmp_path / "scans\u2028b"
+    folder.mkdir()
+    np.save(folder / "x.npy", array)
+    out = tmp_path / "out.csv"
+    code, _, err = run_in_process(
+        "classify-batch", folder / "x.npy", out, "--min-confidence", "0.99"
+    )
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out.read_text())))[1:]
+    review = list(csv.reader(io.StringIO((tmp_path / "out.review.csv").read_text())))[1:]
+    assert review and len(review) < len(rows)
+    assert review == [row for row in rows if float(row[3]) < 0.99]
