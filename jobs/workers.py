@@ -30,6 +30,8 @@ from classify_batch.jobs.inherit import (
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 Setup = tuple[Callable[..., Any], tuple]
 
+_Task = tuple[int, memoryview]  # (ticket, the pickled args)
+
 # How long close() waits for an idle worker to leave before killing it.
 _LEAVE_SECONDS = 5.0
 
@@ -57,16 +59,12 @@ class Pool:
         # shared semaphore, see jobs/memory.py), replacements included.
         self._function = function
         self._setup = setup
-        self._workers: list[_Worker] = []
+        self._workers = [_Worker(function, setup) for _ in range(workers)]
         # Tasks are pickled once, when submitted, not at every try to send one ahead (a big
         # one is tried at every result until a worker is idle).
-        # Each worker's tasks, in the order it was sent them: it is running the first.
-        self._tickets: dict[Connection, deque[tuple[int, memoryview]]] = {}
-        self._waiting: deque[tuple[int, memoryview]] = deque()
+        self._waiting: deque[_Task] = deque()
         self._done: dict[int, tuple[bool, Any]] = {}
         self._next_ticket = 0
-        for _ in range(workers):
-            self._add(_Worker(function, setup))
 
     def submit(self, *args: Any) -> int:
         """Queue a task; returns the ticket to ask for its result with."""
@@ -92,25 +90,20 @@ class Pool:
         """Stop every worker. Busy ones are killed: closing before the last result means the
         run is being abandoned (an error, SIGTERM, Ctrl-C), and one photo can take seconds."""
         workers, self._workers = self._workers, []
-        tickets, self._tickets = self._tickets, {}
         self._waiting.clear()
         for worker in workers:
-            if tickets.get(worker.conn):
+            if worker.tasks:
                 worker.process.kill()
             else:
                 worker.stop()
         for worker in workers:
             worker.join()
 
-    def _add(self, worker: _Worker) -> None:
-        self._workers.append(worker)
-        self._tickets[worker.conn] = deque()
-
     def _dispatch(self) -> None:
         while self._waiting:
             # The least loaded worker: an idle one, else one with a single task running.
-            worker = min(self._workers, key=lambda w: len(self._tickets[w.conn]))
-            queued = len(self._tickets[worker.conn])
+            worker = min(self._workers, key=lambda w: len(w.tasks))
+            queued = len(worker.tasks)
             if queued >= _TASKS_PER_WORKER:
                 return
             ticket, data = self._waiting[0]
@@ -123,10 +116,10 @@ class Pool:
                 self._waiting.appendleft((ticket, data))
                 self._lost(worker)
                 continue
-            self._tickets[worker.conn].append((ticket, data))
+            worker.tasks.append((ticket, data))
 
     def _collect(self) -> None:
-        busy = {worker.conn: worker for worker in self._workers if self._tickets[worker.conn]}
+        busy = {worker.conn: worker for worker in self._workers if worker.tasks}
         if not busy:
             raise RuntimeError("no task is running")  # a ticket that was never submitted
         for conn in wait(list(busy)):
@@ -137,7 +130,7 @@ class Pool:
                 # Its end of the pipe closed mid-task or mid-result: the process is gone.
                 self._lost(busy[conn])
                 continue
-            ticket, _ = self._tickets[conn].popleft()
+            ticket, _ = busy[conn].tasks.popleft()
             self._done[ticket] = (True, result)
         self._dispatch()
 
@@ -146,12 +139,11 @@ class Pool:
         to the head of the queue, and a new worker takes its place."""
         worker.join()
         self._workers.remove(worker)
-        tickets = self._tickets.pop(worker.conn)
-        if tickets:
-            ticket, _ = tickets.popleft()
+        if worker.tasks:
+            ticket, _ = worker.tasks.popleft()
             self._done[ticket] = (False, None)
-        self._waiting.extendleft(reversed(tickets))
-        self._add(_Worker(self._function, self._setup))
+        self._waiting.extendleft(reversed(worker.tasks))
+        self._workers.append(_Worker(self._function, self._setup))
 
 
 class _Worker:
@@ -175,6 +167,8 @@ class _Worker:
         self.process.start()
         child.close()  # now only the worker holds its end: its death is our EOF
         keep_from_workers(self.conn.fileno())
+        # The tasks sent to it, in order, each (ticket, pickled args): it is running the first.
+        self.tasks: deque[_Task] = deque()
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):  # already gone
