@@ -237,14 +237,16 @@ class Outputs:
     ) -> None:
         """One piece's rows; `indices` are "" per image file, or an array's row numbers."""
         confidence = probabilities.max(axis=1)
+        # The CSV's number columns: the confidence, then with --probabilities p0..p9.
         values = np.column_stack([confidence, probabilities]) if self.probabilities else confidence
+        values = values.reshape(len(digits), -1)
         # One write per piece: the text is built with numpy, not row by row through csv.writer.
-        text = _array_text(sources, indices, digits, values.reshape(len(digits), -1))
+        text = _array_text(sources, indices, digits, values)
         lines = None
         if text is None:
             if isinstance(indices, np.ndarray):
                 indices = [str(i) for i in indices.tolist()]
-            lines = _lines(sources, indices, digits, confidence, probabilities, self.probabilities)
+            lines = _lines(sources, indices, digits, values)
             text = "".join(lines)
         with self._writing("stdout" if self.to_stdout else self.out):
             self.text.write(text)
@@ -410,20 +412,14 @@ _NEEDS_QUOTING = re.compile(r'[,"\r\n]').search
 
 
 def _lines(
-    sources: list[str],
-    indices: list[str],
-    digits: np.ndarray,
-    confidence: np.ndarray,
-    probabilities: np.ndarray,
-    with_probabilities: bool,
+    sources: list[str], indices: list[str], digits: np.ndarray, values: np.ndarray
 ) -> list[str]:
-    """The CSV lines of a batch, "\n"-terminated, exactly as csv.writer would write them."""
-    values = np.column_stack([confidence, probabilities]) if with_probabilities else confidence
-    tails = _fast_tails(digits, values.reshape(len(digits), -1))
+    """The CSV lines of a batch, "\n"-terminated, exactly as csv.writer would write them;
+    `values` holds the number columns, one row per line."""
+    tails = _fast_tails(digits, values)
     if tails is None:
-        columns: list[Any] = [sources, indices, digits.tolist(), _fmt(confidence)]
-        if with_probabilities:
-            columns += [_fmt(probabilities[:, d]) for d in range(10)]
+        columns: list[Any] = [sources, indices, digits.tolist()]
+        columns += [_fmt(values[:, k]) for k in range(values.shape[1])]
         return _csv_lines(zip(*columns, strict=True))
     quoted = {s: _field(s) for s in set(sources)}
     return [f"{quoted[s]},{i},{t}" for s, i, t in zip(sources, indices, tails, strict=True)]

@@ -33,9 +33,7 @@ def test_array_lines_are_the_general_paths_lines(source: str, probabilities: boo
     confidence = p.max(axis=1)
     values = np.column_stack([confidence, p]) if probabilities else confidence[:, None]
     sources = [source] * len(indices)
-    general = "".join(
-        _lines(sources, [str(i) for i in indices], digits, confidence, p, probabilities)
-    )
+    general = "".join(_lines(sources, [str(i) for i in indices], digits, values))
     fast = _array_text(sources, indices, digits, values)
     if "," in source:
         assert fast is None
