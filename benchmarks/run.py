@@ -205,8 +205,8 @@ def build_issue_17(
 def warm(path: Path) -> None:
     # Every tool then reads from the page cache: the first one measured pays no disk time. Done
     # before every run, not once per case: this machine's kernel pages out file pages left
-    # unread for about a minute (DAMON, action pageout), so a tool measured right after the
-    # plain script's 25 s on the 1M array found much of it evicted and read it from disk.
+    # unread for about a minute (DAMON, action pageout); it once held only 574 of the 1M array's
+    # 748 MB between runs. (The job's slower runs after the plain script's stayed slow.)
     # The trees of hard links share the originals' inodes: their listings are what to warm.
     if path.name.startswith("files-"):
         for _ in os.walk(path):
