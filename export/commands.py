@@ -51,11 +51,21 @@ def export(
     ] = Path("artifacts/model.keras"),
     out: Annotated[Path, typer.Option(help="Folder for the model files.")] = Path("artifacts"),
     rank: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=0,
+            help="Publish hidden layer N's weights as a product of this rank, fitted to the "
+            "training inputs; once per hidden layer, in order (0: whole) [default: the model "
+            "card's recipe].",
+        ),
+    ] = None,
+    tune_epochs: Annotated[
         int | None,
         typer.Option(
             min=0,
-            help="Publish the first hidden layer's weights as a product of this rank, fitted "
-            "to the training inputs (0: whole) [default: the model card's recipe].",
+            help="Then train the factored model this many more epochs, refused unless it reads "
+            "at least as many digits right as the whole model [default: the model card's "
+            "recipe].",
         ),
     ] = None,
     verbose: Annotated[
@@ -66,7 +76,15 @@ def export(
     ($MNIST_DATA_DIR)."""
     from classify_batch.export import workflow
 
-    raise typer.Exit(workflow.export_command(keras_model, out, rank=rank, verbose=verbose))
+    raise typer.Exit(
+        workflow.export_command(
+            keras_model,
+            out,
+            ranks=None if rank is None else tuple(rank),
+            tune_epochs=tune_epochs,
+            verbose=verbose,
+        )
+    )
 
 
 def evaluate(

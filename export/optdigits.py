@@ -50,6 +50,31 @@ def figures(classify: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any] | No
     """
     from classify_batch.export.evaluate import per_digit_accuracy
 
+    read = _read(classify)
+    if read is None:
+        return None
+    digits, labels, refused, path = read
+    return {
+        "accuracy": float((digits == labels).mean()),
+        "per_digit": per_digit_accuracy(digits, labels),
+        "digits": int(len(labels)),
+        "refused_as_blank": refused,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "note": NOTE,
+    }
+
+
+def right(classify: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+    """Per digit, whether `classify` reads it right, or None when OPTDIGITS_FILE is not set."""
+    read = _read(classify)
+    return None if read is None else read[0] == read[1]
+
+
+def _read(
+    classify: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, int, Path] | None:
+    """The digits `classify` reads (-1 where the normalizer refused the scan: wrong), the
+    labels, how many were refused, and the file."""
     where = os.environ.get(OPTDIGITS_ENV)
     if not where:
         return None
@@ -64,11 +89,4 @@ def figures(classify: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any] | No
             seen.append(np.zeros((28, 28), np.uint8))
     digits = np.asarray(classify(np.stack(seen))).astype(np.int64)
     digits[refused] = -1
-    return {
-        "accuracy": float((digits == labels).mean()),
-        "per_digit": per_digit_accuracy(digits, labels),
-        "digits": int(len(labels)),
-        "refused_as_blank": len(refused),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "note": NOTE,
-    }
+    return digits, labels, len(refused), path

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,7 @@ def model_card(
         "recipe": preset.as_dict(),
         "architecture": f"784-{'-'.join(map(str, preset.hidden))}-10 ANN, ReLU, softmax"
         + (f", dropout {preset.dropout}" if preset.dropout else "")
-        + (
-            f"; first layer's weights of rank {preset.rank} (784x{preset.rank} @ "
-            f"{preset.rank}x{preset.hidden[0]})"
-            if compress.is_factored(model)
-            else ""
-        ),
+        + (_factoring(preset) if compress.is_factored(model) else ""),
         "parameters": int(model.count_params()),
         "input": {
             "name": INPUT_NAME,
@@ -103,6 +99,19 @@ def model_card(
         "data": data_card(data),
         "versions": versions(),
     }
+
+
+def _factoring(preset: Preset) -> str:
+    inputs = (784, *preset.hidden)
+    products = [
+        f"{inputs[i]}x{preset.rank(i)} @ {preset.rank(i)}x{width}"
+        for i, width in enumerate(preset.hidden)
+        if preset.rank(i)
+    ]
+    ranks = " and ".join(str(r) for r in preset.ranks if r)
+    return f"; hidden weights of rank {ranks} ({', '.join(products)})" + (
+        f", trained {preset.tune_epochs} more epochs as factored" if preset.tune_epochs else ""
+    )
 
 
 def card_metadata(card: dict[str, Any]) -> dict[str, str]:
@@ -125,15 +134,18 @@ def publish(
     history: History | None = None,
     training_seconds: float | None = None,
     low_rank: dict[str, Any] | None = None,
+    log: Callable[[str], None] = lambda _: None,
 ) -> Published:
     """Export, gate and write model.onnx, model.keras, model.json (and history.json).
 
-    A preset with a rank publishes `model` with its first layer factored (export/compress.py),
+    A preset with ranks publishes `model` with those layers factored (export/compress.py),
     unless it already is; `low_rank` is then the card section of that earlier factoring.
     Nothing is written unless the ONNX model gives Keras' digit on every test image.
     """
-    if preset.rank and not compress.is_factored(model):
-        factored = compress.factor(model, preset, data, _figures(model, data))
+    if preset.factors and not compress.is_factored(model):
+        factored = compress.factor(
+            model, preset, data, _figures(model, data), _right_on_optdigits, log
+        )
         model, low_rank = factored.model, factored.card
     proto = onnx_export.to_onnx(model)
     check = onnx_export.gate(model, proto.SerializeToString(), data.test_images)
@@ -189,13 +201,19 @@ def _figures(model: keras.Model, data: MnistData) -> dict[str, Any]:
     """The whole model's accuracy on the test set and on optdigits, before it is factored."""
     x = preprocess(data.test_images)
     digits = model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
-    real = optdigits.figures(
-        lambda images: model.predict(preprocess(images), batch_size=1024, verbose=0).argmax(1)
-    )
+    real = optdigits.figures(lambda images: _keras_digits(model, images))
     return {
         "test_accuracy": float((digits == data.test_labels).mean()),
         "optdigits_accuracy": None if real is None else real["accuracy"],
     }
+
+
+def _right_on_optdigits(model: keras.Model) -> np.ndarray | None:
+    return optdigits.right(lambda images: _keras_digits(model, images))
+
+
+def _keras_digits(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(preprocess(images), batch_size=1024, verbose=0).argmax(1))
 
 
 def _save_keras(model: keras.Model, preset: Preset, target: Path, factored: bool) -> None:

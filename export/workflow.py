@@ -56,7 +56,7 @@ def train_command(
     )
     seconds = time.perf_counter() - started
     try:
-        published = publish(model, preset, data, out, history, training_seconds=seconds)
+        published = publish(model, preset, data, out, history, training_seconds=seconds, log=_say)
     except ExportGateError as e:
         _say(f"digits train: {e}")
         return ExitCode.NOTHING_DONE
@@ -75,14 +75,18 @@ def train_command(
 
 
 def export_command(
-    keras_path: Path, out: Path, rank: int | None = None, verbose: bool = False
+    keras_path: Path,
+    out: Path,
+    ranks: tuple[int, ...] | None = None,
+    tune_epochs: int | None = None,
+    verbose: bool = False,
 ) -> int:
     quiet_logs(verbose)
     card_path = keras_path.with_name("model.json")
     try:
         card = json.loads(card_path.read_text())
         recipe = card["recipe"]
-        preset = Preset(**{**recipe, "hidden": tuple(recipe["hidden"])}).with_overrides(rank=rank)
+        preset = Preset.from_dict(recipe).with_overrides(ranks=ranks, tune_epochs=tune_epochs)
     except (OSError, KeyError, TypeError, ValueError) as e:
         _say(f"digits export: {card_path}: need the model card (with its recipe) beside it ({e})")
         return ExitCode.NOTHING_DONE
@@ -101,8 +105,8 @@ def export_command(
         return ExitCode.NOTHING_DONE
     from classify_batch.export.compress import is_factored
 
-    if is_factored(model) and rank is not None and rank != card.get("recipe", {}).get("rank"):
-        _say(f"digits export: {keras_path}: its first layer is already factored; export it as is")
+    if is_factored(model) and (ranks, tune_epochs) != (None, None):
+        _say(f"digits export: {keras_path}: already factored; export it as is")
         return ExitCode.USAGE
     try:
         published = publish(
@@ -112,6 +116,7 @@ def export_command(
             out,
             training_seconds=card.get("training_seconds"),
             low_rank=card.get("low_rank") if is_factored(model) else None,
+            log=_say,
         )
     except ExportGateError as e:
         _say(f"digits export: {e}")

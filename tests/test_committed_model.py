@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import onnx
@@ -42,14 +43,29 @@ def test_committed_model_reaches_the_cards_accuracy(committed_model, card, test_
 
 
 def test_onnx_weights_are_the_cards_architecture(committed_model, card):
-    """784-384-384-10, its first layer published as a rank-128 product (export/compress.py)."""
+    """784-384-384-10, both hidden layers published as low-rank products (export/compress.py)."""
     graph = onnx.load(committed_model).graph
     matrices = [tuple(t.dims) for t in graph.initializer if len(t.dims) == 2]
-    rank = card["low_rank"]["rank"]
-    assert sorted(matrices) == sorted([(784, rank), (rank, 384), (384, 384), (384, 10)])
+    first, second = card["low_rank"]["ranks"]
+    assert sorted(matrices) == sorted(
+        [(784, first), (first, 384), (384, second), (second, 384), (384, 10)]
+    )
     weights = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) >= 1)
     assert weights - 2 == card["parameters"]  # less the Reshape's shape, two numbers
-    assert card["low_rank"]["test_agreement"] >= card["int8"]["agreement_bar"]
+
+
+def test_card_records_the_tuned_factoring_gate_it_passed(card):
+    """Tuned, the factored model is a new model: it passed export/compress.py's gate against
+    the whole one on both sets, and its card's figures are the published model's."""
+    tuned, whole = card["low_rank"]["tuned"], card["low_rank"]["whole_model"]
+    assert tuned["test"]["accuracy"] == card["test_accuracy"]
+    assert tuned["optdigits"]["accuracy"] == card["optdigits"]["accuracy"]
+    for name in ("test", "optdigits"):
+        got = tuned[name]
+        assert got["accuracy"] - whole[f"{name}_accuracy"] == pytest.approx(
+            (got["gained"] - got["lost"]) / (10_000 if name == "test" else 1_934)
+        )
+        assert got["lost"] - got["gained"] <= 2 * math.sqrt(got["lost"] + got["gained"])
 
 
 def test_metadata_carries_the_input_contract(committed_model):

@@ -136,7 +136,7 @@ def test_best_preset_is_a_fully_connected_ann():
 
 
 def test_same_seed_gives_same_weights_and_same_onnx_bytes(small, tmp_path):
-    preset = _short("best", hidden=(64, 64), rank=0)
+    preset = _short("best", hidden=(64, 64), ranks=(), tune_epochs=0)
     runs = []
     for name in ("a", "b"):
         model, _ = train(
@@ -251,8 +251,8 @@ def test_metadata_tells_another_runtime_the_contract(tiny_model, small, tmp_path
 
 @pytest.fixture(scope="module")
 def rank_16_model(small):
-    """The tutorial's model (5 epochs, on the stand-in) with its first layer's weights cut to
-    rank 16: a layer that a rank-16 product can hold exactly, whatever inputs it is fitted to."""
+    """The tutorial's model (5 epochs, on the stand-in) with both hidden layers' weights cut to
+    rank 16: layers that rank-16 products can hold exactly, whatever inputs they are fitted to."""
     model, _ = train(
         _short("tutorial", epochs=5),
         small.train_images,
@@ -262,8 +262,9 @@ def rank_16_model(small):
         log=lambda _: None,
     )
     weights = model.get_weights()
-    u, s, vt = np.linalg.svd(weights[0].astype(np.float64), full_matrices=False)
-    weights[0] = ((u[:, :16] * s[:16]) @ vt[:16]).astype(np.float32)
+    for kernel in (0, 2):
+        u, s, vt = np.linalg.svd(weights[kernel].astype(np.float64), full_matrices=False)
+        weights[kernel] = ((u[:, :16] * s[:16]) @ vt[:16]).astype(np.float32)
     model.set_weights(weights)
     return model
 
@@ -271,11 +272,11 @@ def rank_16_model(small):
 def test_published_first_layer_is_the_low_rank_product_the_card_names(
     rank_16_model, small, tmp_path
 ):
-    preset = _short("tutorial", rank=16)
+    preset = _short("tutorial", ranks=(16,))
     publish(rank_16_model, preset, small, tmp_path / "a")
     card = json.loads((tmp_path / "a" / "model.json").read_text())
-    assert card["low_rank"]["rank"] == 16
-    assert card["low_rank"]["test_agreement"] == 1.0
+    assert card["low_rank"]["ranks"] == [16]
+    assert card["low_rank"]["fitted_test_agreement"] == 1.0
     assert card["low_rank"]["whole_model"]["parameters"] == rank_16_model.count_params()
     graph = onnx.load(tmp_path / "a" / "model.onnx").graph
     shapes = {tuple(t.dims) for t in graph.initializer if t.dims}
@@ -293,8 +294,43 @@ def test_published_first_layer_is_the_low_rank_product_the_card_names(
 
 
 def test_a_rank_that_changes_digits_is_refused_and_nothing_written(rank_16_model, small, tmp_path):
-    with pytest.raises(onnx_export.ExportGateError, match="rank-1 first layer keeps only"):
-        publish(rank_16_model, _short("tutorial", rank=1), small, tmp_path / "out")
+    with pytest.raises(onnx_export.ExportGateError, match=r"ranks \[1\] keep only"):
+        publish(rank_16_model, _short("tutorial", ranks=(1,)), small, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_both_layers_factored_and_tuned_are_published_with_their_tuning(
+    rank_16_model, small, tmp_path
+):
+    """The mechanics of the best preset's publishing on the stand-in: each hidden layer a
+    product, then more epochs (at learning rate 0 here, so the accuracy gate sees the exact
+    products and must pass), the int8 copy keeping both second halves in float."""
+    preset = _short("tutorial", ranks=(16, 16), tune_epochs=1, tune_learning_rate=0.0)
+    publish(rank_16_model, preset, small, tmp_path)
+    card = json.loads((tmp_path / "model.json").read_text())
+    assert card["low_rank"]["layers"] == ["784x64 as 784x16 @ 16x64", "64x64 as 64x16 @ 16x64"]
+    assert card["low_rank"]["tuned"]["epochs"] == 1
+    assert card["low_rank"]["tuned"]["test"]["accuracy"] == card["test_accuracy"]
+    assert "rank 16 and 16" in card["architecture"] and "1 more epochs" in card["architecture"]
+    shapes = [tuple(t.dims) for t in onnx.load(tmp_path / "model.onnx").graph.initializer]
+    assert {(784, 16), (16, 64), (64, 16)} <= set(shapes) and (64, 64) not in shapes
+    # The int8 copy (made here whether or not the stand-in's 200 test images let it be offered).
+    from classify_batch.export.quantize import quantize
+
+    quantized = quantize(onnx.load(tmp_path / "model.onnx"), small.test_images, small.test_labels)
+    int8 = onnx.load_from_string(quantized.model_bytes).graph
+    floats = {t.name for t in int8.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    float_matrices = {tuple(t.dims) for t in int8.initializer if t.name in floats}
+    assert (16, 64) in float_matrices  # both second halves; the first halves are int8
+    assert (784, 16) not in float_matrices and (64, 16) not in float_matrices
+
+
+def test_a_tuned_factoring_that_reads_fewer_digits_right_is_refused(
+    rank_16_model, small, tmp_path
+):
+    preset = _short("tutorial", ranks=(1, 1), tune_epochs=1)
+    with pytest.raises(onnx_export.ExportGateError, match="reads fewer digits right"):
+        publish(rank_16_model, preset, small, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
