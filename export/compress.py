@@ -1,20 +1,22 @@
-"""The first hidden layer as a low-rank product, fitted to the inputs the model was trained on.
+"""Hidden layers as low-rank products, fitted to the inputs the model was trained on, then tuned.
 
-The first layer holds two thirds of the committed model's multiply-adds (784x384 of 452k per
-image), and a batch job on two cores is bound by them: 1M array rows cost 12 s of CPU. Its
-weights W are replaced by A @ B of rank r (784xr, rxW's width), chosen to keep what the layer
-computes on real inputs, not the weights themselves: with X the training inputs and C = X'X, the
-best rank-r product for ||XW - XAB|| is C^-1/2 times the truncated SVD of C^1/2 W (Eckart-Young
-on the whitened problem). Plain SVD of W, which ignores where the inputs lie, kept fewer digits
-at the same rank (measured on the committed model, rank 128: 99.90% vs 99.98% of the test
-digits, 99.69% vs 99.90% of optdigits).
+A batch job on two cores is bound by the model's multiply-adds on large arrays (the whole best
+model does 452k per image: 12 s of CPU for 1M rows). Each hidden layer's weights W (n x m) are
+replaced by A @ B of rank r (n x r, r x m), chosen to keep what the layer computes on real
+inputs, not the weights themselves: with X the layer's inputs and C = X'X, the best rank-r
+product for ||XW - XAB|| is C^-1/2 times the truncated SVD of C^1/2 W (Eckart-Young on the
+whitened problem). Plain SVD of W, which ignores where the inputs lie, kept fewer digits at the
+same rank (a rank-128 first layer: 99.90% vs 99.98% of the test digits, 99.69% vs 99.90% of
+optdigits).
 
 The inputs are the preset's own augmentation (two epochs), not the bare training images: fitted
-to those, the product kept 99.53% of the digits of test images shifted by up to 5 px, against
-99.90% when fitted to the augmentation, so it would treat an off-centre array row differently.
+to those, a rank-128 first layer kept 99.53% of the digits of test images shifted by up to 5 px,
+against 99.90% when fitted to the augmentation, so it would treat an off-centre array row
+differently. A later layer is fitted to what the layers before it give, as published.
 
-The product is used only when its digits agree with the whole model's on at least 99.9% of the
-test images, the same bar as the int8 copy.
+Untuned, the product is used only when its digits agree with the whole model's on at least
+99.9% of the test images, the same bar as the int8 copy. Tuned (more epochs in the factored
+form), it is a new model, held to the whole model's accuracy instead (see factor).
 """
 
 import math
@@ -31,7 +33,14 @@ from classify_batch.export.mnist_data import MnistData
 from classify_batch.export.onnx_export import ExportGateError
 from classify_batch.export.presets import Preset
 from classify_batch.export.quantize import AGREEMENT_BAR
-from classify_batch.export.train import BASIS_SUFFIX, build_model, fit, preprocess, reproducible
+from classify_batch.export.train import (
+    BASIS_SUFFIX,
+    History,
+    build_model,
+    fit,
+    preprocess,
+    reproducible,
+)
 
 FIT_EPOCHS = 2
 
@@ -40,6 +49,7 @@ FIT_EPOCHS = 2
 class Factored:
     model: keras.Model
     card: dict[str, Any]  # the model card's "low_rank" section
+    history: History  # the tuning's epochs; none untuned
 
 
 def is_factored(model: keras.Model) -> bool:
@@ -108,10 +118,11 @@ def factor(
         "tuned": None,
         "whole_model": {"parameters": int(model.count_params()), **whole_figures},
     }
+    history = History()
     if preset.tune_epochs:
         whole_right = (before == data.test_labels, right_on_optdigits(model))
-        card["tuned"] = _tune(factored, preset, data, whole_right, right_on_optdigits, log)
-    return Factored(factored, card)
+        card["tuned"], history = _tune(factored, preset, data, whole_right, right_on_optdigits, log)
+    return Factored(factored, card, history)
 
 
 def _tune(
@@ -121,12 +132,12 @@ def _tune(
     whole_right: tuple[np.ndarray, np.ndarray | None],
     right_on_optdigits: Callable[[keras.Model], np.ndarray | None],
     log: Callable[[str], None],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], History]:
     """Train the factored model on, with the epochs after the whole model's (new augmentation
     draws), and gate it against the whole model on each set, digit by digit."""
     epochs = range(preset.epochs, preset.epochs + preset.tune_epochs)
     splits = (data.train_images, data.train_labels, data.test_images, data.test_labels)
-    fit(factored, preset, epochs, preset.tune_learning_rate, splits, log)
+    history = fit(factored, preset, epochs, preset.tune_learning_rate, splits, log)
     digits = factored.predict(preprocess(data.test_images), batch_size=1024, verbose=0).argmax(1)
     sets = {
         "test": (digits == data.test_labels, whole_right[0]),
@@ -154,7 +165,7 @@ def _tune(
         "on the test set and on optdigits, digits lost (read right by the whole model only) "
         "exceed those gained by at most twice the square root of their sum"
     )
-    return card
+    return card, history
 
 
 def _worse(gained: int, lost: int) -> bool:

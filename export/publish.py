@@ -147,6 +147,8 @@ def publish(
             model, preset, data, _figures(model, data), _right_on_optdigits, log
         )
         model, low_rank = factored.model, factored.card
+        if history is not None:  # the tuning's epochs follow the training's in the curves
+            history = History(history.epochs + factored.history.epochs)
     proto = onnx_export.to_onnx(model)
     check = onnx_export.gate(model, proto.SerializeToString(), data.test_images)
     _, digits = onnx_export.onnx_predict(proto.SerializeToString(), data.test_images)

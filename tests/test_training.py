@@ -16,7 +16,7 @@ from classify_batch.export.augment import augmented_batches, distort  # noqa: E4
 from classify_batch.export.mnist_data import MnistData  # noqa: E402
 from classify_batch.export.presets import PRESETS  # noqa: E402
 from classify_batch.export.publish import publish  # noqa: E402
-from classify_batch.export.train import build_model, preprocess, train  # noqa: E402
+from classify_batch.export.train import History, build_model, preprocess, train  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -306,7 +306,9 @@ def test_both_layers_factored_and_tuned_are_published_with_their_tuning(
     product, then more epochs (at learning rate 0 here, so the accuracy gate sees the exact
     products and must pass), the int8 copy keeping both second halves in float."""
     preset = _short("tutorial", ranks=(16, 16), tune_epochs=1, tune_learning_rate=0.0)
-    publish(rank_16_model, preset, small, tmp_path)
+    trained = History([{"epoch": 1.0, "loss": 0.5, "accuracy": 0.9, "test_accuracy": 0.9}])
+    publish(rank_16_model, preset, small, tmp_path, trained)
+    assert json.loads((tmp_path / "history.json").read_text())["epoch"] == [1.0, 2.0]
     card = json.loads((tmp_path / "model.json").read_text())
     assert card["low_rank"]["layers"] == ["784x64 as 784x16 @ 16x64", "64x64 as 64x16 @ 16x64"]
     assert card["low_rank"]["tuned"]["epochs"] == 1
@@ -325,9 +327,7 @@ def test_both_layers_factored_and_tuned_are_published_with_their_tuning(
     assert (784, 16) not in float_matrices and (64, 16) not in float_matrices
 
 
-def test_a_tuned_factoring_that_reads_fewer_digits_right_is_refused(
-    rank_16_model, small, tmp_path
-):
+def test_a_tuned_factoring_that_reads_fewer_digits_right_is_refused(rank_16_model, small, tmp_path):
     preset = _short("tutorial", ranks=(1, 1), tune_epochs=1)
     with pytest.raises(onnx_export.ExportGateError, match="reads fewer digits right"):
         publish(rank_16_model, preset, small, tmp_path / "out")
