@@ -16,6 +16,25 @@ from classify_batch.export.presets import PRESETS
 PresetName = Enum("PresetName", {name.upper(): name for name in PRESETS}, type=str)  # type: ignore[misc]
 
 
+# Shared by train and export: how the trained model is published (export/compress.py).
+RankOption = Annotated[
+    list[int] | None,
+    typer.Option(
+        min=0,
+        help="Publish hidden layer N's weights as a product of this rank, fitted to the training "
+        "inputs; once per hidden layer, in order (0: whole) [default: the recipe's].",
+    ),
+]
+TuneEpochsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Then train the factored model this many more epochs; refused if it reads fewer "
+        "digits right than the whole model by more than chance [default: the recipe's].",
+    ),
+]
+
+
 def train(
     preset: Annotated[
         PresetName,
@@ -28,6 +47,8 @@ def train(
         int | None, typer.Option(min=1, help="Override the preset's batch size.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Override the preset's seed (0).")] = None,
+    rank: RankOption = None,
+    tune_epochs: TuneEpochsOption = None,
     out: Annotated[Path, typer.Option(help="Folder for the model files.")] = Path("artifacts"),
     verbose: Annotated[
         bool,
@@ -40,7 +61,14 @@ def train(
 
     raise typer.Exit(
         workflow.train_command(
-            preset.value, out, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose
+            preset.value,
+            out,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            ranks=None if rank is None else tuple(rank),
+            tune_epochs=tune_epochs,
+            verbose=verbose,
         )
     )
 
@@ -50,24 +78,8 @@ def export(
         Path, typer.Option("--keras", help="Trained Keras model to export.")
     ] = Path("artifacts/model.keras"),
     out: Annotated[Path, typer.Option(help="Folder for the model files.")] = Path("artifacts"),
-    rank: Annotated[
-        list[int] | None,
-        typer.Option(
-            min=0,
-            help="Publish hidden layer N's weights as a product of this rank, fitted to the "
-            "training inputs; once per hidden layer, in order (0: whole) [default: the model "
-            "card's recipe].",
-        ),
-    ] = None,
-    tune_epochs: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="Then train the factored model this many more epochs, refused unless it reads "
-            "at least as many digits right as the whole model [default: the model card's "
-            "recipe].",
-        ),
-    ] = None,
+    rank: RankOption = None,
+    tune_epochs: TuneEpochsOption = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also show TensorFlow's and tf2onnx's logs.")
     ] = False,

@@ -47,6 +47,14 @@ class Preset:
     def factors(self) -> bool:
         return any(self.ranks)
 
+    def problem(self) -> str | None:
+        """What makes the low-rank settings impossible to follow, or None."""
+        if len(self.ranks) > len(self.hidden):
+            return f"{len(self.ranks)} ranks for {len(self.hidden)} hidden layers"
+        if self.tune_epochs and not self.factors:
+            return "tuning epochs are for a factored model: give a rank too"
+        return None
+
     @property
     def augments(self) -> bool:
         return bool(self.rotate_degrees or self.shift_pixels or self.zoom or self.elastic_alpha)

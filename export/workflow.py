@@ -33,13 +33,20 @@ def train_command(
     epochs: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
+    ranks: tuple[int, ...] | None = None,
+    tune_epochs: int | None = None,
     verbose: bool = False,
 ) -> int:
     if preset_name not in PRESETS:
         _say(f"digits train: unknown preset {preset_name!r} (choose from {', '.join(PRESETS)})")
         return ExitCode.USAGE
     quiet_logs(verbose)
-    preset = PRESETS[preset_name].with_overrides(epochs=epochs, batch_size=batch_size, seed=seed)
+    preset = PRESETS[preset_name].with_overrides(
+        epochs=epochs, batch_size=batch_size, seed=seed, ranks=ranks, tune_epochs=tune_epochs
+    )
+    if problem := preset.problem():
+        _say(f"digits train: {problem}")
+        return ExitCode.USAGE
     data = _load_data()
     if data is None:
         return ExitCode.NOTHING_DONE
@@ -90,6 +97,9 @@ def export_command(
     except (OSError, KeyError, TypeError, ValueError) as e:
         _say(f"digits export: {card_path}: need the model card (with its recipe) beside it ({e})")
         return ExitCode.NOTHING_DONE
+    if problem := preset.problem():
+        _say(f"digits export: {problem}")
+        return ExitCode.USAGE
     data = _load_data()
     if data is None:
         return ExitCode.NOTHING_DONE

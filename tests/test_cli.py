@@ -134,6 +134,26 @@ def test_unknown_preset_is_refused_before_tensorflow_is_imported():
     assert "fast" in one_line(result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("command", "options", "reason"),
+    [
+        ("export", ["--rank", "64", "--rank", "128", "--rank", "32"], "3 ranks for 2 hidden"),
+        ("export", ["--rank", "0", "--tune-epochs", "5"], "give a rank too"),
+        ("train", ["--rank", "0", "--tune-epochs", "5"], "give a rank too"),
+    ],
+)
+def test_low_rank_settings_that_cannot_be_followed_are_usage_errors(
+    tmp_path: Path, command, options, reason
+):
+    pytest.importorskip("classify_batch.export.commands", reason="needs the train extra")
+    # export reads the recipe from the card beside the model: the committed 384-384 one
+    (tmp_path / "model.json").write_text((ROOT / "artifacts" / "model.json").read_text())
+    where = ["--keras", tmp_path / "model.keras"] if command == "export" else []
+    code, _, err = cli("digits", command, *where, "--out", tmp_path, *options)
+    assert code == 2 and reason in one_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]  # nothing read or made
+
+
 def test_programs_collect_garbage_again_once_started(tmp_path: Path, pngs: Path):
     """entry.py turns the cyclic collector off for start-up only: a run that left it off would
     keep every reference cycle it makes, over millions of inputs."""
