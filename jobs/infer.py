@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from classify_batch.contract import LABELS
 from classify_batch.jobs.decode import Decoded
 from classify_batch.jobs.model import Classifier
 
@@ -27,14 +28,14 @@ if TYPE_CHECKING:
 # were 10% faster on a million rows (paired runs) but held 17% more at 10k rows than at 1k.
 MAX_BATCH = 512
 
-# Rows [lo, hi) of a piece, their probabilities and digits.
-Answer = tuple[int, int, np.ndarray, np.ndarray]
+# A batch's probabilities and digits.
+Answer = tuple[np.ndarray, np.ndarray]
 
 
 def classified(
     pieces: Iterable[Decoded], classifier: Classifier, threads: int
-) -> Iterator[tuple[Decoded, list[Answer]]]:
-    """Each piece with the model's answers for its images, batch by batch, in the pieces' order.
+) -> Iterator[tuple[Decoded, np.ndarray, np.ndarray]]:
+    """Each piece with the model's probabilities and digits for its images, in the pieces' order.
 
     With `threads` above 1, batches are run on that many threads once a piece holds more than
     one batch (array chunks): a few image files never pay for starting threads.
@@ -49,7 +50,7 @@ def classified(
 
                 executor = ThreadPoolExecutor(threads, thread_name_prefix="classify")
             if executor is None:
-                yield piece, [_answer(classifier, piece.images, lo) for lo in starts]
+                yield piece, *_joined([_answer(classifier, piece.images, lo) for lo in starts])
                 continue
             batches = [executor.submit(_answer, classifier, piece.images, lo) for lo in starts]
             pending.append((piece, batches))
@@ -57,10 +58,10 @@ def classified(
             # while the main thread reads the next and writes the last: more only holds rows.
             while len(pending) > 1:
                 done, futures = pending.popleft()
-                yield done, [future.result() for future in futures]
+                yield done, *_joined([future.result() for future in futures])
         while pending:
             done, futures = pending.popleft()
-            yield done, [future.result() for future in futures]
+            yield done, *_joined([future.result() for future in futures])
     finally:
         if executor is not None:
             # Stopped early (an error, a signal): the batches not started are dropped, the
@@ -69,14 +70,14 @@ def classified(
 
 
 def _answer(classifier: Classifier, images: np.ndarray, lo: int) -> Answer:
-    hi = min(lo + MAX_BATCH, len(images))
-    probabilities, digits = classifier(images[lo:hi])
-    return lo, hi, probabilities, digits
+    return classifier(images[lo : lo + MAX_BATCH])
 
 
-def joined(answers: list[Answer]) -> tuple[np.ndarray, np.ndarray]:
-    """A piece's probabilities and digits, its batches' answers end to end: the CSV text of a
-    chunk of 1,024 array rows is then built in one go, not once per batch of 512."""
+def _joined(answers: list[Answer]) -> Answer:
+    """A piece's batches' answers end to end: the CSV text of a chunk of 1,024 array rows is then
+    built in one go, not once per batch of 512."""
     if len(answers) == 1:
-        return answers[0][2], answers[0][3]
-    return np.concatenate([a[2] for a in answers]), np.concatenate([a[3] for a in answers])
+        return answers[0]
+    if not answers:  # a piece whose every input failed
+        return np.empty((0, len(LABELS)), np.float32), np.empty(0, np.int64)
+    return np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])

@@ -15,7 +15,7 @@ from classify_batch.jobs import model as model_loader
 from classify_batch.jobs import pipeline
 from classify_batch.jobs.cpus import usable_cpus
 from classify_batch.jobs.discover import Source, Walk
-from classify_batch.jobs.infer import classified, joined
+from classify_batch.jobs.infer import classified
 from classify_batch.jobs.inherit import keep_from_workers, release_from_workers
 from classify_batch.jobs.output import (
     OutputError,
@@ -148,11 +148,12 @@ def _locked_run(opts: Options, err: TextIO) -> int:
         outputs = Outputs(opts.out, opts.probabilities, review=opts.min_confidence is not None)
         try:
             outputs.open()
-            for piece, answers in classified(stream, classifier, 1 if pool else workers):
+            for piece, probabilities, digits in classified(
+                stream, classifier, 1 if pool else workers
+            ):
                 for source, index, reason in piece.errors:
                     _record_error(outputs, counts, opts, source, index, reason)
-                if answers:
-                    probabilities, digits = joined(answers)
+                if len(digits):
                     outputs.write_rows(
                         piece.sources, piece.indices, digits, probabilities, opts.min_confidence
                     )
