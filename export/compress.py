@@ -194,6 +194,9 @@ def _inputs(preset: Preset, train_images: np.ndarray) -> np.ndarray:
 
 def _fit(whole: np.ndarray, inputs: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) with A @ B of rank `rank` closest to `whole` in what it computes on `inputs`."""
+    # The sums' rounding depends on OpenBLAS' thread count (two threads changed a tuned model's
+    # optdigits digits by 3): `digits` runs with one (classify_batch/entry.py), so an export's
+    # bytes are the same in every run.
     whole = whole.astype(np.float64)
     moments = np.zeros((len(whole), len(whole)))
     for start in range(0, len(inputs), 8192):  # float64 sums without a float64 copy of all
