@@ -23,9 +23,10 @@ from classify_batch.jobs.model import Classifier
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-# With 1,024-row chunks (jobs/pipeline.py) and one chunk in flight, memory stays flat from 1k rows
-# up: 3.5% more at 10k rows than at 1k. Batches of 1,024 with 2,048-row chunks, two in flight,
-# were 10% faster on a million rows (paired runs) but held 17% more at 10k rows than at 1k.
+# With 1,024-row chunks (jobs/pipeline.py), memory stays flat from 1k rows up: 3.5% more at 10k
+# rows than at 1k with one chunk in flight, 5-8% with two (classified). Batches of 1,024 with
+# 2,048-row chunks were 10% faster on a million rows (paired runs, whole 784x384 model) but held
+# 17% more at 10k rows than at 1k.
 MAX_BATCH = 512
 
 # A batch's probabilities and digits.
@@ -54,9 +55,12 @@ def classified(
                 continue
             batches = [executor.submit(_answer, classifier, piece.images, lo) for lo in starts]
             pending.append((piece, batches))
-            # One piece in flight (a chunk of array rows is a batch for each of two threads)
-            # while the main thread reads the next and writes the last: more only holds rows.
-            while len(pending) > 1:
+            # Two pieces in flight (a chunk of array rows is a batch for each of two threads)
+            # while the main thread writes the oldest and reads the next: with one, a thread
+            # that finished its batch waited for the main thread to hand it the next piece's.
+            # 1M rows: 0.91 the time (median of 9 paired runs, 3.8-4.9 s against 4.3-5.1 s),
+            # for 1-2 MB more at 10k rows (79-81 MB against 79-80; 75-77 MB at 1k, one piece).
+            while len(pending) > 2:
                 done, futures = pending.popleft()
                 yield done, *_joined([future.result() for future in futures])
         while pending:
