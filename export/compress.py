@@ -60,7 +60,6 @@ def factor(
     model: keras.Model,
     preset: Preset,
     data: MnistData,
-    whole_figures: dict[str, Any],
     right_on_optdigits: Callable[[keras.Model], np.ndarray | None],
     log: Callable[[str], None] = lambda _: None,
 ) -> Factored:
@@ -70,9 +69,8 @@ def factor(
     Raises ExportGateError when the factored model falls short of the whole one: untuned, when
     it changes more than 0.1% of the test digits; tuned (a new model), when it reads fewer
     digits right than the whole model, on the test set or on optdigits, by more than chance
-    (see _worse). `whole_figures` are the whole model's accuracy figures, for the card;
-    `right_on_optdigits` gives, per optdigits digit, whether a model reads it right (None
-    without the data).
+    (see _worse). `right_on_optdigits` gives, per optdigits digit, whether a model reads it
+    right (None without the data); the card records the whole model's accuracy from the same.
     """
     reproducible(preset.seed)
     inputs = _inputs(preset, data.train_images)
@@ -103,6 +101,7 @@ def factor(
     before = model.predict(x_test, batch_size=1024, verbose=0).argmax(axis=1)
     after = factored.predict(x_test, batch_size=1024, verbose=0).argmax(axis=1)
     fitted = float((before == after).mean())
+    whole_right = (before == data.test_labels, right_on_optdigits(model))
     if not preset.tune_epochs and fitted < AGREEMENT_BAR:
         raise ExportGateError(
             f"ranks {list(preset.ranks)} keep only {fitted:.2%} of the whole model's digits on "
@@ -116,11 +115,14 @@ def factor(
         else "the training images",
         "fitted_test_agreement": fitted,
         "tuned": None,
-        "whole_model": {"parameters": int(model.count_params()), **whole_figures},
+        "whole_model": {
+            "parameters": int(model.count_params()),
+            "test_accuracy": float(whole_right[0].mean()),
+            "optdigits_accuracy": None if whole_right[1] is None else float(whole_right[1].mean()),
+        },
     }
     history = History()
     if preset.tune_epochs:
-        whole_right = (before == data.test_labels, right_on_optdigits(model))
         card["tuned"], history = _tune(factored, preset, data, whole_right, right_on_optdigits, log)
     return Factored(factored, card, history)
 

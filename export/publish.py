@@ -143,9 +143,7 @@ def publish(
     Nothing is written unless the ONNX model gives Keras' digit on every test image.
     """
     if preset.factors and not compress.is_factored(model):
-        factored = compress.factor(
-            model, preset, data, _figures(model, data), _right_on_optdigits, log
-        )
+        factored = compress.factor(model, preset, data, _right_on_optdigits, log)
         model, low_rank = factored.model, factored.card
         if history is not None:  # the tuning's epochs follow the training's in the curves
             history = History(history.epochs + factored.history.epochs)
@@ -197,17 +195,6 @@ def publish(
     return Published(
         out_dir / "model.onnx", sha, accuracy, check, None if real is None else real["accuracy"]
     )
-
-
-def _figures(model: keras.Model, data: MnistData) -> dict[str, Any]:
-    """The whole model's accuracy on the test set and on optdigits, before it is factored."""
-    x = preprocess(data.test_images)
-    digits = model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
-    real = optdigits.figures(lambda images: _keras_digits(model, images))
-    return {
-        "test_accuracy": float((digits == data.test_labels).mean()),
-        "optdigits_accuracy": None if real is None else real["accuracy"],
-    }
 
 
 def _right_on_optdigits(model: keras.Model) -> np.ndarray | None:
