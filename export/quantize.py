@@ -57,6 +57,7 @@ def _fed_by_matmul(proto: onnx.ModelProto) -> list[str]:
 
 def quantize(proto: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> Quantized:
     float_bytes = proto.SerializeToString()
+    kept_float = _fed_by_matmul(proto)
     with tempfile.TemporaryDirectory(prefix="classify-batch-int8-") as tmp:
         source, target = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         source.write_bytes(float_bytes)
@@ -66,7 +67,7 @@ def quantize(proto: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> 
             weight_type=QuantType.QInt8,
             per_channel=True,
             reduce_range=True,
-            nodes_to_exclude=_fed_by_matmul(proto),
+            nodes_to_exclude=kept_float,
         )
         quantized = onnx.load(target)
     _, reference = onnx_export.onnx_predict(float_bytes, images)
@@ -80,7 +81,7 @@ def quantize(proto: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> 
         test_accuracy=f"{accuracy:.4f}",
         agreement_with_fp32=f"{agreement:.4f}",
         quantization="onnxruntime quantize_dynamic: QInt8 weights, per channel, 7-bit range"
-        + ("; a factored layer's second half in float" if _fed_by_matmul(proto) else ""),
+        + ("; a factored layer's second half in float" if kept_float else ""),
     )
     del quantized.metadata_props[:]
     for key in sorted(props):
