@@ -301,8 +301,19 @@ time.sleep(600)
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
 
+        def targets_of(pid: int) -> list[str]:
+            # The worker closes what it inherited while we look: an fd listed a moment
+            # ago may be gone before its link is read, which is the very thing awaited.
+            targets = []
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    targets.append(os.readlink(fd))
+                except FileNotFoundError:
+                    continue
+            return targets
+
         def holds_too_much(pid: int) -> list[str]:
-            targets = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+            targets = targets_of(pid)
             sockets = sum(t.startswith("socket:") for t in targets)
             return targets if sockets != 1 or str(tmp_path / "x.lock") in targets else []
 
