@@ -55,6 +55,16 @@ def _fed_by_matmul(proto: onnx.ModelProto) -> list[str]:
     ]
 
 
+def _kept_float_text(proto: onnx.ModelProto, kept_float: list[str]) -> str:
+    # Every such MatMul is named with its weights' shape: the copy says exactly what stayed
+    # float (it said "a factored layer's second half" while both of the model's two were).
+    if not kept_float:
+        return ""
+    dims = {t.name: "x".join(map(str, t.dims)) for t in proto.graph.initializer}
+    shapes = [dims[n.input[1]] for n in proto.graph.node if n.name in kept_float]
+    return f"; each factored layer's second half kept in float: {', '.join(shapes)}"
+
+
 def quantize(proto: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> Quantized:
     float_bytes = proto.SerializeToString()
     kept_float = _fed_by_matmul(proto)
@@ -81,7 +91,7 @@ def quantize(proto: onnx.ModelProto, images: np.ndarray, labels: np.ndarray) -> 
         test_accuracy=f"{accuracy:.4f}",
         agreement_with_fp32=f"{agreement:.4f}",
         quantization="onnxruntime quantize_dynamic: QInt8 weights, per channel, 7-bit range"
-        + ("; a factored layer's second half in float" if kept_float else ""),
+        + _kept_float_text(proto, kept_float),
     )
     del quantized.metadata_props[:]
     for key in sorted(props):

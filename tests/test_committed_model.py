@@ -109,3 +109,14 @@ def test_int8_copy_keeps_the_float_models_digits(committed_model, card, test_set
     _, fp32_digits = model_loader.load(committed_model)(images)
     _, int8_digits = model_loader.load(int8)(images)
     assert (int8_digits == fp32_digits).mean() >= card["int8"]["agreement_bar"] == 0.999
+
+
+def test_int8_copy_names_the_layers_it_keeps_in_float(committed_model, card):
+    """Its metadata says which weights stayed float: the float MatMuls in its graph, by shape,
+    one for each factored layer."""
+    proto = onnx.load(committed_model.with_name("model.int8.onnx"))
+    dims = {t.name: "x".join(map(str, t.dims)) for t in proto.graph.initializer}
+    in_float = [dims[n.input[1]] for n in proto.graph.node if n.op_type == "MatMul"]
+    assert len(in_float) == sum(1 for rank in card["low_rank"]["ranks"] if rank)
+    text = {p.key: p.value for p in proto.metadata_props}["quantization"]
+    assert text.endswith(f"each factored layer's second half kept in float: {', '.join(in_float)}")
