@@ -22,8 +22,7 @@ from PIL import Image
 from classify_batch.contract import DIGIT_BOX
 from classify_batch.jobs.components import max_filter, min_filter
 
-BOX_SIDE = DIGIT_BOX
-STROKE_SIDE = 4 * BOX_SIDE
+STROKE_SIDE = 4 * DIGIT_BOX
 STROKE_LEVEL = 128
 # MNIST's stroke width at the working size, as 2 * area / perimeter of the pixels at half ink:
 # the median over the first 2,000 test digits is 7.4 (quartiles 6.4 and 8.9).
@@ -45,7 +44,7 @@ BAR_QUARTER, BAR_EIGHTH = 4, 8
 
 
 def fit_box(crop: np.ndarray, spans_width: bool, spans_height: bool) -> np.ndarray:
-    """The cropped ink (255 on 0) as a patch whose longer side is BOX_SIDE."""
+    """The cropped ink (255 on 0) as a patch whose longer side is DIGIT_BOX."""
     mask = crop >= STROKE_LEVEL
     squeeze_x, squeeze_y = _stretch(mask, spans_width, spans_height)
     if (squeeze_x, squeeze_y) == (1.0, 1.0):
@@ -58,11 +57,11 @@ def fit_box(crop: np.ndarray, spans_width: bool, spans_height: bool) -> np.ndarr
     if scale > 1 and _two_level(crop):
         work = np.where(work >= STROKE_LEVEL, 255, 0).astype(np.uint8)
     work, adjusted = _adjust_width(_full_strength(work))
-    if not adjusted and (squeeze_x, squeeze_y) == (1.0, 1.0) and max(crop.shape) == BOX_SIDE:
+    if not adjusted and (squeeze_x, squeeze_y) == (1.0, 1.0) and max(crop.shape) == DIGIT_BOX:
         return _full_strength(crop)  # already MNIST's size: MNIST in "mnist" mode stays itself
     work = _inked_part(work)
     height, width = work.shape
-    scale = BOX_SIDE / max(height, width)
+    scale = DIGIT_BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return _full_strength(_resize(work, size))
 
