@@ -149,7 +149,7 @@ def publish(
             history = History(history.epochs + factored.history.epochs)
     proto = onnx_export.to_onnx(model)
     check = onnx_export.gate(model, proto.SerializeToString(), data.test_images)
-    _, digits = onnx_export.onnx_predict(proto.SerializeToString(), data.test_images)
+    digits = check.digits
     accuracy = float((digits == data.test_labels).mean())
     card = model_card(model, preset, data, accuracy, per_digit_accuracy(digits, data.test_labels))
     card["low_rank"] = low_rank
